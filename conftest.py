@@ -9,5 +9,4 @@ from pathlib import Path
 os.environ.setdefault("SMART_BATCHING_PROFILE", "tiny")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub in tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MPLBACKEND", "Agg")
 sys.path.insert(0, str(Path(__file__).resolve().parent))

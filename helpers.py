@@ -30,7 +30,6 @@ import math
 import os
 import re
 import resource
-import shutil
 import sys
 import tarfile
 import time
@@ -811,7 +810,8 @@ class SmartBatchSampler(torch.utils.data.Sampler):
     `DataLoader(dataset, batch_sampler=SmartBatchSampler(lengths, 16), collate_fn=PadCollator(pad_id))`.
 
     shuffle=True: `smart_batch_indices` (random contiguous runs of the sorted order), re-drawn
-    for each epoch from (seed, epoch): call `set_epoch` as with DistributedSampler.
+    for each epoch with seed + epoch: call `set_epoch` as with DistributedSampler. So epoch e gives
+    exactly the batches of `smart_batches_from_ids(..., seed=seed + e)`.
     shuffle=False: `sorted_batch_indices`, pure length order, for evaluation.
     max_tokens: a token budget per batch, len(batch) * longest <= max_tokens (see
     smart_batch_indices); a sequence longer than the budget is an error here, not an OOM later.
@@ -851,7 +851,7 @@ class SmartBatchSampler(torch.utils.data.Sampler):
     def all_batches(self) -> list[np.ndarray]:
         """This epoch's batches for all ranks together, before they are dealt out."""
         if self.shuffle:
-            batches = smart_batch_indices(self.lengths, self.batch_size, seed=[self.seed, self.epoch],
+            batches = smart_batch_indices(self.lengths, self.batch_size, seed=self.seed + self.epoch,
                                           max_tokens=self.max_tokens)
         else:
             batches = sorted_batch_indices(self.lengths, self.batch_size, self.max_tokens)
@@ -975,6 +975,48 @@ def restore_order(values: torch.Tensor, batch_indices) -> torch.Tensor:
     return restored
 
 
+def fine_tune(model, batches_for_epoch, settings: Settings, device: torch.device,
+              amp: bool = True, verbose: bool = True) -> list[dict]:
+    """The recipe's training: AdamW, linear schedule, clipping, new batches every epoch.
+
+    batches_for_epoch(epoch) returns that epoch's batches (a list of batch dicts or a DataLoader):
+    re-batching each epoch gives new batch compositions and order without re-tokenizing.
+    Returns one `train_epoch` result per epoch. Mixed precision on CUDA when amp=True.
+    """
+    set_seed(settings.seed)  # dropout masks: same seed, same run, whichever batching feeds it
+    model.to(device)
+    amp_dtype = autocast_dtype(device) if amp else None
+    # float16 needs loss scaling to keep small gradients from flushing to zero; bfloat16 does not.
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    first = batches_for_epoch(0)
+    # With a token budget the batch count can differ a little between epochs; the schedule is
+    # sized from the first epoch and simply stays at 0 if a later epoch runs a few steps longer.
+    optimizer, scheduler = make_optimizer(model, settings, len(first) * settings.epochs)
+    history = []
+    for epoch in range(settings.epochs):
+        batches = first if epoch == 0 else batches_for_epoch(epoch)
+        if verbose:
+            print(f"Epoch {epoch + 1}/{settings.epochs}: {len(batches):,} batches")
+        result = train_epoch(model, batches, optimizer, scheduler, device, settings.max_grad_norm,
+                             amp_dtype, scaler, verbose)
+        if verbose:
+            print(f"  mean loss {np.mean(result['losses']):.4f}, took {format_time(result['seconds'])}")
+        history.append(result)
+    return history
+
+
+def evaluate(model, batches, batch_indices, labels, device, amp: bool = True,
+             verbose: bool = True) -> dict:
+    """Accuracy on `batches`, and predictions put back in the dataset's original order."""
+    result = predict(model, batches, device, autocast_dtype(device) if amp else None, verbose)
+    predictions = restore_order(result["logits"].argmax(-1), batch_indices).numpy()
+    labels = np.asarray(labels)
+    if len(predictions) != len(labels):
+        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
+    return dict(predictions=predictions, accuracy=float((predictions == labels).mean()),
+                seconds=result["seconds"], logits=restore_order(result["logits"], batch_indices))
+
+
 def make_optimizer(model, settings: Settings, num_training_steps: int):
     """torch.optim.AdamW and a linear decay to 0 (no warm-up by default), as in the recipe."""
     from transformers import get_linear_schedule_with_warmup
@@ -1002,5 +1044,20 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def disk_free_gb(path=".") -> float:
-    return shutil.disk_usage(path).free / 1e9
+# ----------------------------------------------------------------------------------------------
+# Where notebooks put what they make (figures, saved models, results).
+# ----------------------------------------------------------------------------------------------
+
+def output_dir(*parts: str) -> Path:
+    """outputs/<parts> next to helpers.py (or $SMART_BATCHING_OUTPUT), created on demand."""
+    root = Path(os.environ.get(ENV_PREFIX + "OUTPUT") or Path(__file__).resolve().parent / "outputs")
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_figure(fig, name: str) -> Path:
+    """Save a matplotlib figure as outputs/figures/<name>.png (150 dpi) and return the path."""
+    path = output_dir("figures") / f"{name}.png"
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path
