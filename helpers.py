@@ -1037,11 +1037,33 @@ def synchronize(device: torch.device) -> None:
 # Memory.
 # ----------------------------------------------------------------------------------------------
 
+def reset_peak_memory(device: torch.device | None = None) -> None:
+    """Start a new peak-memory measurement (CUDA allocator peak, or the process's peak RSS).
+
+    On Linux, writing 5 to /proc/self/clear_refs resets the kernel's resident-set high-water mark
+    (VmHWM), so CPU peaks can be measured per phase inside one process, like CUDA's.
+    """
+    if device is not None and device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # not Linux: peak_memory_mb then reports the peak since the process started
+
+
 def peak_memory_mb(device: torch.device | None = None) -> float:
-    """Peak memory so far: CUDA allocations on a GPU, the process's peak RSS on the CPU."""
+    """Peak memory since the last reset, in MiB: CUDA allocations on a GPU, the process's peak RSS
+    (everything resident: Python, the model, activations) on the CPU."""
     if device is not None and device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux KiB; lifetime peak
 
 
 # ----------------------------------------------------------------------------------------------
