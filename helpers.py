@@ -736,6 +736,7 @@ def make_fixed_batches(input_ids, labels, batch_size: int, pad_id: int, max_len:
                        seed: int | None = None, shuffle: bool = True, return_indices: bool = False):
     """The recipe's "old approach": every sequence padded to max_len, batches in random order."""
     check_max_len(max_len)
+    check_texts_and_labels(["" for _ in input_ids], labels)
     indices = fixed_batch_indices(len(input_ids), batch_size, seed, shuffle)
     batches = batches_from_indices(input_ids, labels, indices, pad_id, pad_to=max_len)
     return (*batches, indices) if return_indices else batches

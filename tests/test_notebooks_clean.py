@@ -1,0 +1,83 @@
+"""Every notebook is committed clean (no outputs, no execution counts), numbered without gaps,
+and starts with the shared set-up cell."""
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NAME = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
+
+
+def planned_notebooks() -> list[str]:
+    """The notebooks README.md links to (empty while there is no README)."""
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
+    return sorted(set(re.findall(r"notebooks/(\d\d_[a-z0-9_]+\.ipynb)", text)))
+
+
+def code_cells(notebook):
+    return [c for c in notebook["cells"] if c["cell_type"] == "code"]
+
+
+def source(cell) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def test_there_are_notebooks_numbered_without_gaps():
+    if not NOTEBOOKS:
+        pytest.skip("no notebooks yet")
+    numbers = []
+    for path in NOTEBOOKS:
+        match = NAME.match(path.name)
+        assert match, f"{path.name}: expected NN_lowercase_name.ipynb"
+        numbers.append(int(match[1]))
+    assert len(set(numbers)) == len(numbers), f"two notebooks share a number: {numbers}"
+    missing = [n for n in range(1, max(numbers) + 1) if n not in numbers]
+    if missing:
+        # While the series is being written, a gap the README already plans for is expected;
+        # CI (env CI set) and any unplanned gap fail.
+        planned = {int(name[:2]): name for name in planned_notebooks()}
+        if os.environ.get("CI") or not all(n in planned for n in missing):
+            pytest.fail(f"numbering has gaps: {[f'{n:02d}' for n in missing]} missing")
+        pytest.skip(f"not written yet: {', '.join(planned[n] for n in missing)}")
+
+
+def test_readme_links_every_notebook():
+    planned = planned_notebooks()
+    if not planned:
+        pytest.skip("README.md links no notebooks yet")
+    unlisted = [p.name for p in NOTEBOOKS if p.name not in planned]
+    assert not unlisted, f"README.md does not link {unlisted}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_clean(path):
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    for i, cell in enumerate(code_cells(notebook)):
+        assert cell.get("outputs") == [], f"{path.name}: code cell {i} has outputs"
+        assert cell.get("execution_count") is None, f"{path.name}: code cell {i} has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_starts_with_the_shared_set_up_cell(path):
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    cells = code_cells(notebook)
+    assert cells, f"{path.name} has no code cells"
+    first = source(cells[0])
+    assert "google.colab" in first and re.search(r"^import helpers\s*$", first, re.M), \
+        f"{path.name}: the first code cell is not the shared set-up cell"
+    if len(cells) > 1:
+        assert "helpers.get_settings(" in source(cells[1]), \
+            f"{path.name}: the second code cell should load the settings"
+
+
+def test_every_notebook_has_the_same_set_up_cell():
+    if len(NOTEBOOKS) < 2:
+        pytest.skip("fewer than two notebooks")
+    firsts = {path.name: source(code_cells(json.loads(path.read_text(encoding="utf-8")))[0]).strip()
+              for path in NOTEBOOKS}
+    assert len(set(firsts.values())) == 1, "the set-up cells differ between notebooks"

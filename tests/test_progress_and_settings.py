@@ -1,0 +1,118 @@
+"""Progress helpers (good_update_interval, format_time, Progress) and get_settings."""
+import math
+import re
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import helpers
+
+HMS = re.compile(r"^(\d+):([0-5]\d):([0-5]\d)$")
+
+
+@settings(max_examples=200, deadline=None)
+@given(total=st.integers(0, 10**9), desired=st.integers(1, 1000))
+def test_update_interval_is_round_and_prints_about_the_desired_number_of_lines(total, desired):
+    interval = helpers.good_update_interval(total, desired)
+    assert isinstance(interval, int) and interval >= 1
+    # 1, 2 or 5 times a power of ten
+    mantissa = interval / 10 ** math.floor(math.log10(interval))
+    assert mantissa in (1, 2, 5)
+    if total > desired:  # enough iterations to print that many lines
+        lines = total / interval
+        assert 0.6 * desired <= lines <= 1.5 * desired + 1e-9
+
+
+@pytest.mark.parametrize("total", [0, 1, 2, 5, 9])
+def test_update_interval_on_tiny_or_zero_totals_is_one(total):
+    assert helpers.good_update_interval(total, 10) == 1
+
+
+def test_update_interval_rejects_nonsense():
+    with pytest.raises(ValueError, match="total_iters"):
+        helpers.good_update_interval(-1, 10)
+    with pytest.raises(ValueError, match="num_desired_updates"):
+        helpers.good_update_interval(100, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(seconds=st.floats(0, 86_399.4, allow_nan=False))
+def test_format_time_is_hh_mm_ss_of_the_rounded_seconds(seconds):
+    match = HMS.match(helpers.format_time(seconds))
+    assert match, helpers.format_time(seconds)
+    h, m, s = map(int, match.groups())
+    assert h * 3600 + m * 60 + s == int(round(seconds))
+
+
+@pytest.mark.parametrize("seconds, expected", [(0, "0:00:00"), (0.4, "0:00:00"), (59.6, "0:01:00"),
+                                               (3661, "1:01:01"), (-5, "0:00:00")])
+def test_format_time_examples(seconds, expected):
+    assert helpers.format_time(seconds) == expected
+
+
+def test_progress_prints_about_the_requested_number_of_lines(capsys):
+    progress = helpers.Progress(1000, "batch", updates=10)
+    for done in range(1, 1001):
+        progress.update(done)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 10
+    assert "1,000/1,000" in lines[-1] and "remaining 0:00:00" in lines[-1]
+
+
+@pytest.mark.parametrize("total", [0, 1, 3])
+def test_progress_on_tiny_totals_does_not_crash(total, capsys):
+    progress = helpers.Progress(total, "step", updates=10)
+    for done in range(0, total + 1):
+        progress.update(done)
+    if total:
+        assert f"{total}/{total}" in capsys.readouterr().out
+
+
+def test_progress_disabled_prints_nothing(capsys):
+    progress = helpers.Progress(10, "x", enabled=False)
+    for done in range(1, 11):
+        progress.update(done)
+    assert capsys.readouterr().out == ""
+
+
+def test_tiny_profile_settings_and_keyword_overrides():
+    tiny = helpers.get_settings("tiny")
+    assert tiny.profile == "tiny" and tiny.model_name == helpers.TINY_MODEL
+    assert tiny.data_source == "synthetic"
+    assert helpers.get_settings("tiny", batch_size=8).batch_size == 8
+    full = helpers.get_settings("full")
+    assert (full.max_len, full.batch_size, full.learning_rate) == (400, 16, 5e-5)
+
+
+def test_environment_overrides(monkeypatch):
+    monkeypatch.setenv("SMART_BATCHING_TRAIN_SIZE", "all")
+    monkeypatch.setenv("SMART_BATCHING_TEST_SIZE", "64")
+    monkeypatch.setenv("SMART_BATCHING_EPOCHS", "2")
+    monkeypatch.setenv("SMART_BATCHING_DATA", "/some/aclImdb")
+    s = helpers.get_settings("tiny")
+    assert (s.train_size, s.test_size, s.epochs, s.data_source) == (None, 64, 2, "/some/aclImdb")
+    # keyword overrides win over the environment
+    assert helpers.get_settings("tiny", epochs=1).epochs == 1
+
+
+def test_profile_from_environment(monkeypatch):
+    monkeypatch.setenv("SMART_BATCHING_PROFILE", "tiny")
+    assert helpers.get_settings().profile == "tiny"
+    monkeypatch.setenv("SMART_BATCHING_PROFILE", "huge")
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        helpers.get_settings()
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="unknown setting"):
+        helpers.get_settings("tiny", bacth_size=3)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        helpers.get_settings("tiny", batch_size=0)
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        helpers.get_settings("tiny", epochs=0)
+
+
+def test_describe_lists_every_setting():
+    text = helpers.get_settings("tiny").describe()
+    for name in ("profile", "model_name", "max_len", "batch_size", "seed"):
+        assert name in text
