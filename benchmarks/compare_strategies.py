@@ -1,0 +1,582 @@
+"""Five ways to batch the same data, one after another in one process: tokens, time, memory, accuracy.
+
+1. fixed           every sequence padded to max_len, batches in random order (the recipe's
+                   "old approach", helpers.make_fixed_batches)
+2. dynamic         the same random batches, each padded only to its own longest sequence
+3. smart           the recipe's smart batching: sort by length, random contiguous runs
+                   (helpers.smart_batch_indices, as in make_smart_batches)
+4. length_grouped  Hugging Face's LengthGroupedSampler (what Trainer uses with
+                   train_sampling_strategy="group_by_length", formerly group_by_length=True),
+                   its indices cut into batches of batch_size, each padded to its longest
+5. token_budget    helpers.SmartBatchSampler with max_tokens: as many sequences per batch as fit
+                   in len(batch) * longest <= max_tokens (so fewer, larger batches of short reviews)
+
+Every strategy trains a fresh copy of the same model (same seed) for --epochs on the same training
+subset with helpers.fine_tune, then evaluates on the same test subset with helpers.evaluate,
+batched its own way (see EVAL_BATCHING). Batches are built before each epoch's timer starts, so
+the training time is the model's work; building them is timed separately (build_seconds).
+
+    python benchmarks/compare_strategies.py --quick                    # tiny profile, seconds
+    python benchmarks/compare_strategies.py --data aclImdb_v1.tar.gz --model bert-base-uncased \\
+        --train-size 2000 --test-size 2000 --out docs/benchmark
+
+Writes results.json, results.md and results.png to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import datetime
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCHMARKS.parent))  # helpers.py
+sys.path.insert(0, str(BENCHMARKS))  # batching_speed.py
+import helpers  # noqa: E402
+from batching_speed import construction_table  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
+
+STRATEGIES = ("fixed", "dynamic", "smart", "length_grouped", "token_budget")
+LABELS = {
+    "fixed": "Fixed padding to max_len",
+    "dynamic": "Dynamic padding, random order",
+    "smart": "Smart batching (recipe)",
+    "length_grouped": "HF LengthGroupedSampler",
+    "token_budget": "SmartBatchSampler, token budget",
+}
+TRAIN_BATCHING = {
+    "fixed": "random order, every sequence padded to max_len",
+    "dynamic": "the same random batches as fixed, each padded to its longest",
+    "smart": "random contiguous runs of the length-sorted order, each padded to its longest",
+    "length_grouped": "LengthGroupedSampler indices (random mega-batches of up to 50 batches, "
+                      "sorted within), cut into batch_size, each padded to its longest",
+    "token_budget": "runs of the length-sorted order with len(batch) * longest <= max_tokens, in "
+                    "random order, each padded to its longest",
+}
+EVAL_BATCHING = {
+    "fixed": "input order, padded to max_len",
+    "dynamic": "input order (unsorted), each batch padded to its longest",
+    "smart": "sorted by length (sorted_batch_indices), each batch padded to its longest",
+    "length_grouped": "LengthGroupedSampler, seeded (as Trainer evaluates with group_by_length)",
+    "token_budget": "sorted by length with the token budget (SmartBatchSampler, shuffle=False)",
+}
+QUICK_SIZES = dict(train_size=256, test_size=256)
+REAL_SIZES = dict(train_size=1000, test_size=1000)  # when neither the CLI nor the environment says
+
+
+# ----------------------------------------------------------------------------------------------
+# Each strategy's batches: (py_inputs, py_attn_masks, py_labels, batch indices).
+# ----------------------------------------------------------------------------------------------
+
+def length_grouped_batches(lengths, batch_size: int, seed: int) -> list[np.ndarray]:
+    """LengthGroupedSampler's index order cut into consecutive batches, as a DataLoader would."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    sampler = LengthGroupedSampler(batch_size, lengths=[int(n) for n in lengths],
+                                   generator=torch.Generator().manual_seed(seed))
+    order = np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def train_batches(name: str, split, batch_size: int, max_len: int, max_tokens: int, pad_id: int,
+                  seed: int, epoch: int):
+    """One training epoch's batches; a new draw each epoch (seed + epoch)."""
+    ids, labels, epoch_seed = split.input_ids, split.labels, seed + epoch
+    if name == "fixed":
+        return helpers.make_fixed_batches(ids, labels, batch_size, pad_id, max_len, seed=epoch_seed,
+                                          return_indices=True)
+    if name == "smart":
+        return helpers.smart_batches_from_ids(ids, labels, batch_size, pad_id, seed=epoch_seed,
+                                              return_indices=True)
+    if name == "dynamic":  # the very batches `fixed` gets: only the padding differs
+        indices = helpers.fixed_batch_indices(len(ids), batch_size, epoch_seed)
+    elif name == "length_grouped":
+        indices = length_grouped_batches(split.lengths, batch_size, epoch_seed)
+    elif name == "token_budget":
+        sampler = helpers.SmartBatchSampler(split.lengths, None, max_tokens=max_tokens, seed=seed)
+        sampler.set_epoch(epoch)
+        indices = sampler.batches()
+    else:
+        raise ValueError(f"unknown strategy {name!r}")
+    return (*helpers.batches_from_indices(ids, labels, indices, pad_id), indices)
+
+
+def eval_batches(name: str, split, batch_size: int, max_len: int, max_tokens: int, pad_id: int,
+                 seed: int):
+    """The test set's batches, the way each strategy would evaluate (see EVAL_BATCHING)."""
+    ids, labels = split.input_ids, split.labels
+    if name == "fixed":
+        return helpers.make_fixed_batches(ids, labels, batch_size, pad_id, max_len, shuffle=False,
+                                          return_indices=True)
+    if name == "dynamic":
+        indices = helpers.fixed_batch_indices(len(ids), batch_size, shuffle=False)
+    elif name == "smart":
+        indices = helpers.sorted_batch_indices(split.lengths, batch_size)
+    elif name == "length_grouped":  # as Trainer evaluates with group_by_length: seeded
+        indices = length_grouped_batches(split.lengths, batch_size, seed)
+    elif name == "token_budget":
+        indices = helpers.SmartBatchSampler(split.lengths, None, max_tokens=max_tokens,
+                                            shuffle=False).batches()
+    else:
+        raise ValueError(f"unknown strategy {name!r}")
+    return (*helpers.batches_from_indices(ids, labels, indices, pad_id), indices)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running one strategy.
+# ----------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Split:
+    input_ids: list
+    labels: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(s) for s in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+
+def release_memory() -> None:
+    """Free what the previous strategy left, and hand freed heap back to the OS, so that the next
+    strategy's peak RSS is not inflated by memory the allocator merely kept."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: peaks may then include memory kept from earlier strategies
+
+
+def current_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_strategy(name: str, settings, train: Split, test: Split, pad_id: int, max_tokens: int,
+                 device: torch.device, amp: bool, verbose: bool = True) -> dict:
+    batching = (settings.batch_size, settings.max_len, max_tokens, pad_id, settings.seed)
+    counts, build_seconds = [], [0.0]
+
+    def batches_for_epoch(epoch):
+        start = time.perf_counter()
+        *batches, indices = train_batches(name, train, *batching, epoch)
+        counts.append(helpers.count_tokens(batches[1]))
+        build_seconds[0] += time.perf_counter() - start
+        return helpers.as_batch_dicts(*batches)
+
+    release_memory()
+    helpers.reset_peak_memory(None)  # the process's peak RSS, on every device
+    if device.type == "cuda":
+        helpers.reset_peak_memory(device)
+    start_mem = current_rss_mb()
+
+    model = helpers.load_model(settings)
+    history = helpers.fine_tune(model, batches_for_epoch, settings, device, amp=amp, verbose=verbose)
+
+    start = time.perf_counter()
+    *batches, test_indices = eval_batches(name, test, *batching)
+    eval_counts = helpers.count_tokens(batches[1])
+    eval_build_seconds = time.perf_counter() - start
+    evaluation = helpers.evaluate(model, helpers.as_batch_dicts(*batches), test_indices, test.labels,
+                                  device, amp=amp, verbose=verbose)
+
+    peak_mem = helpers.peak_memory_mb(None)
+    cuda_peak = helpers.peak_memory_mb(device) if device.type == "cuda" else None
+    del model, batches
+    padded = sum(c["padded_tokens"] for c in counts)
+    real = sum(c["real_tokens"] for c in counts)
+    return dict(
+        name=name, label=LABELS[name],
+        train_batching=TRAIN_BATCHING[name], eval_batching=EVAL_BATCHING[name],
+        padded_tokens=padded, real_tokens=real, efficiency=real / padded,
+        train_seconds=sum(h["seconds"] for h in history),
+        train_steps=sum(h["steps"] for h in history),
+        train_steps_per_epoch=[h["steps"] for h in history],
+        mean_loss_last_epoch=float(np.mean(history[-1]["losses"])),
+        build_seconds=build_seconds[0],
+        eval_padded_tokens=eval_counts["padded_tokens"], eval_real_tokens=eval_counts["real_tokens"],
+        eval_efficiency=eval_counts["efficiency"], eval_steps=len(test_indices),
+        eval_seconds=evaluation["seconds"], eval_build_seconds=eval_build_seconds,
+        accuracy=evaluation["accuracy"],
+        peak_mem_mb=peak_mem, start_mem_mb=start_mem, cuda_peak_mem_mb=cuda_peak,
+    )
+
+
+def add_ratios(strategies: list[dict]) -> None:
+    """Each strategy's times, tokens and memory as a ratio to fixed padding's (1.0 for fixed)."""
+    base = next(s for s in strategies if s["name"] == "fixed")
+    keys = ["train_seconds", "eval_seconds", "padded_tokens", "eval_padded_tokens", "peak_mem_mb"]
+    if base.get("cuda_peak_mem_mb"):
+        keys.append("cuda_peak_mem_mb")
+    for s in strategies:
+        s["ratios"] = {k: s[k] / base[k] if base[k] else None for k in keys}
+
+
+def warm_up(settings, train: Split, pad_id: int, device: torch.device, amp: bool, steps: int = 2):
+    """A few training steps on a throwaway model, so that the first strategy timed does not also
+    pay for one-off start-up costs (thread pools, kernel selection, allocator growth)."""
+    if steps < 1:
+        return
+    model = helpers.load_model(settings).to(device)
+    batches = helpers.as_batch_dicts(*helpers.make_fixed_batches(
+        train.input_ids, train.labels, settings.batch_size, pad_id, settings.max_len, settings.seed))[:steps]
+    optimizer, scheduler = helpers.make_optimizer(model, settings, len(batches))
+    amp_dtype = helpers.autocast_dtype(device) if amp else None
+    helpers.train_epoch(model, batches, optimizer, scheduler, device, settings.max_grad_norm, amp_dtype,
+                        verbose=False)
+    del model, optimizer, batches
+
+
+# ----------------------------------------------------------------------------------------------
+# Metadata and reports.
+# ----------------------------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict:
+    import transformers
+
+    try:
+        cores_available = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores_available = os.cpu_count()
+    info = dict(
+        cpu=cpu_model(), cores=os.cpu_count(), cores_available=cores_available,
+        torch_threads=torch.get_num_threads(),
+        load_average_at_start=[round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        memory_gb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+        if hasattr(os, "sysconf") else None,
+        python=platform.python_version(), platform=platform.platform(),
+        torch=torch.__version__, transformers=transformers.__version__,
+        device=device.type,
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        cuda=torch.version.cuda if device.type == "cuda" else None,
+    )
+    return info
+
+
+def describe_source(source: str) -> str:
+    """A data source or model as it should appear in a report: a local path by its name only."""
+    return f"{Path(source).name} (local)" if os.sep in source or os.path.exists(source) else source
+
+
+def model_info(settings) -> dict:
+    from transformers import AutoConfig, BertConfig
+
+    if settings.model_name == helpers.TINY_MODEL:
+        config = BertConfig(**helpers.TINY_BERT)
+    else:
+        config = AutoConfig.from_pretrained(settings.model_name)
+    return dict(name=describe_source(settings.model_name), model_type=config.model_type,
+                layers=config.num_hidden_layers, hidden_size=config.hidden_size,
+                vocab_size=config.vocab_size)
+
+
+def command_line(argv) -> str:
+    """The command as run, with absolute paths cut to their last part (they only mean something
+    on the machine that ran it)."""
+    parts = [Path(a).name if os.path.isabs(a) else a for a in map(str, argv)]
+    return " ".join(["python", "benchmarks/compare_strategies.py", *parts])
+
+
+def fmt_seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds >= 10 else f"{seconds:.2f} s"
+
+
+def markdown_report(results: dict) -> str:
+    meta, strategies = results["metadata"], results["strategies"]
+    machine, setup = meta["machine"], meta["setup"]
+    fixed_steps = next(s["train_steps"] for s in strategies if s["name"] == "fixed")
+    if machine["device"] == "cuda":
+        where = f"{machine['device_name']} (CUDA {machine['cuda']}), host CPU {machine['cpu']}"
+    else:
+        where = f"{machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, no GPU"
+    lines = [
+        f"Machine: {where}; torch {machine['torch']}, transformers {machine['transformers']}; {meta['date']}.",
+        f"Data: {meta['data']['source']}, {setup['train_size']:,} training and {setup['test_size']:,} "
+        f"test reviews (balanced subsets, seed {setup['seed']}). Model: {meta['model']['name']} "
+        f"({meta['model']['layers']} layers, hidden {meta['model']['hidden_size']}). max_len "
+        f"{setup['max_len']}, batch size {setup['batch_size']}, {setup['epochs']} epoch(s), token budget "
+        f"{setup['max_tokens']:,}, mixed precision: {setup['amp_dtype'] or 'off'}.",
+        "",
+        "| Strategy | Train steps | Tokens processed (train) | Padding efficiency | Train time | × fixed "
+        "| Eval time | × fixed | Peak memory | Accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    mem_key = "cuda_peak_mem_mb" if machine["device"] == "cuda" else "peak_mem_mb"
+    for s in strategies:
+        r = s["ratios"]
+        lines.append(
+            f"| {s['label']} | {s['train_steps']:,} | {s['padded_tokens']:,} | {s['efficiency']:.1%} "
+            f"| {fmt_seconds(s['train_seconds'])} | {r['train_seconds']:.2f} "
+            f"| {fmt_seconds(s['eval_seconds'])} | {r['eval_seconds']:.2f} "
+            f"| {s[mem_key]:,.0f} MiB | {s['accuracy']:.3f} |")
+    real = {s["real_tokens"] for s in strategies}
+    lines += [
+        "",
+        f"Every strategy sees the same {next(iter(real)):,} real training tokens"
+        if len(real) == 1 else "Real training tokens differ between strategies (they saw different data)",
+        f"per run; 'tokens processed' counts the padded positions too. Peak memory: "
+        + ("the CUDA allocator's peak" if mem_key == "cuda_peak_mem_mb" else
+           "the process's peak resident memory (model, data and Python included)")
+        + " during that strategy's training and evaluation.",
+    ]
+    budget = [s for s in strategies if s["name"] == "token_budget" and s["train_steps"] != fixed_steps]
+    if budget:
+        lines.append(f"The token budget changes the number of steps: {budget[0]['train_steps']:,} "
+                     f"instead of {fixed_steps:,} (larger batches of short reviews).")
+    lines += ["", "How each strategy batches:", "",
+              "| Strategy | Training batches | Evaluation batches |", "|---|---|---|"]
+    lines += [f"| {s['label']} | {s['train_batching']} | {s['eval_batching']} |" for s in strategies]
+    if results.get("construction"):
+        lines += ["", "Building one epoch of smart batches (synthetic IMDB-like lengths, batch size "
+                  f"{setup['batch_size']}): helpers.smart_batch_indices next to the recipe's list "
+                  "deletion.", "",
+                  "| Sequences | Ours | Recipe | Recipe / ours | Identical batches |",
+                  "|---:|---:|---:|---:|:---:|"]
+        for row in results["construction"]:
+            if row["recipe_seconds"] is None:
+                recipe, ratio, same = "not run", "", ""
+            else:
+                recipe = f"{row['recipe_seconds']:.3f} s"
+                ratio = f"{row['recipe_seconds'] / row['smart_seconds']:.1f}"
+                same = "yes" if row["identical"] else "no"
+            lines.append(f"| {row['n']:,} | {row['smart_seconds']:.3f} s | {recipe} | {ratio} | {same} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(results: dict, title: str | None = None):
+    """Training/evaluation time and tokens per strategy, side by side; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    strategies = results["strategies"]
+    epochs = results["metadata"]["setup"]["epochs"]
+    y = np.arange(len(strategies))
+    fig, (ax_time, ax_tokens) = plt.subplots(1, 2, figsize=(12, 0.6 * len(strategies) + 2.5), sharey=True)
+    ax_time.barh(y - 0.2, [s["train_seconds"] for s in strategies], 0.4,
+                 label=f"train ({epochs} epoch{'s' if epochs > 1 else ''})")
+    ax_time.barh(y + 0.2, [s["eval_seconds"] for s in strategies], 0.4, label="evaluate")
+    for i, s in enumerate(strategies):
+        ax_time.text(s["train_seconds"], i - 0.2, f" {s['ratios']['train_seconds']:.2f}x", va="center",
+                     fontsize=8)
+    ax_time.set_xlabel("seconds")
+    ax_time.set_title("Time (label: train time / fixed padding's)")
+
+    most = max(s["padded_tokens"] for s in strategies)
+    scale, unit = (1e6, "million") if most >= 1e6 else (1e3, "thousand")
+    ax_tokens.barh(y, [s["padded_tokens"] / scale for s in strategies], 0.6, color="lightgray",
+                   label="processed (padding included)")
+    ax_tokens.barh(y, [s["real_tokens"] / scale for s in strategies], 0.6, color="tab:green",
+                   label="real tokens")
+    for i, s in enumerate(strategies):
+        ax_tokens.text(s["padded_tokens"] / scale, i, f" {s['efficiency']:.0%}", va="center", fontsize=8)
+    ax_tokens.set_xlabel(f"{unit} tokens (training)")
+    ax_tokens.set_title("Tokens (label: padding efficiency)")
+    for ax in (ax_time, ax_tokens):
+        ax.margins(x=0.15)  # room for the labels at the ends of the bars
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    ax_time.set_yticks(y, [s["label"] for s in strategies])
+    ax_time.invert_yaxis()
+    meta = results["metadata"]
+    fig.suptitle(title or f"{meta['model']['name']} on {meta['data']['source']}, "
+                 f"{meta['machine']['device_name']}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line.
+# ----------------------------------------------------------------------------------------------
+
+def size_arg(text: str) -> int | None:
+    return None if text.lower() in ("all", "none") else int(text)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny profile: synthetic data, tiny model, small subsets (seconds)")
+    parser.add_argument("--data", help="aclImdb folder or .tar.gz, or a helpers data source "
+                                       "(default: the profile's, or $SMART_BATCHING_DATA)")
+    parser.add_argument("--model", help="hub name or local folder (default: the profile's)")
+    parser.add_argument("--train-size", type=size_arg, help="training subset ('all' for 25,000; "
+                        f"default {QUICK_SIZES['train_size']} with --quick, else "
+                        f"$SMART_BATCHING_TRAIN_SIZE or {REAL_SIZES['train_size']})")
+    parser.add_argument("--test-size", type=size_arg, help="test subset (defaults as --train-size)")
+    parser.add_argument("--max-len", type=int, help="default 400 (128 with --quick)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, help="token budget of token_budget "
+                                                       "(default batch_size * max_len)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--amp", choices=("on", "off"), default="on",
+                        help="CUDA only: autocast (bf16 where supported, else fp16)")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                        help=f"comma-separated subset of {', '.join(STRATEGIES)} (fixed is always run)")
+    parser.add_argument("--construction-sizes", help="sequence counts for the batch-construction "
+                        "timing (default 25000,1000000; 25000,100000 with --quick; 'none' skips it)")
+    parser.add_argument("--max-recipe-n", type=int, default=1_000_000,
+                        help="time the recipe's list deletion only up to this many sequences")
+    parser.add_argument("--warmup-steps", type=int, default=2)
+    parser.add_argument("--out", default=str(BENCHMARKS.parent / "outputs" / "benchmark"))
+    parser.add_argument("--quiet", action="store_true", help="no per-batch progress lines")
+    args = parser.parse_args(argv)
+    args.strategies = ["fixed"] + [s for s in args.strategies.split(",") if s and s != "fixed"]
+    unknown = set(args.strategies) - set(STRATEGIES)
+    if unknown:
+        parser.error(f"unknown strategies {sorted(unknown)}: choose from {', '.join(STRATEGIES)}")
+    return args
+
+
+def make_settings(args):
+    """The profile's settings with the command line on top (the environment in between)."""
+    overrides = dict(batch_size=args.batch_size, epochs=args.epochs)
+    for key, value in (("data_source", args.data), ("model_name", args.model), ("max_len", args.max_len),
+                       ("train_size", args.train_size), ("test_size", args.test_size)):
+        if value is not None:
+            overrides[key] = value
+    if args.quick:
+        for key, value in QUICK_SIZES.items():
+            overrides.setdefault(key, value)
+        return helpers.get_settings("tiny", **overrides)
+    settings = helpers.get_settings("full", **overrides)
+    for key, value in REAL_SIZES.items():  # a fixed subset unless asked for more
+        if getattr(settings, key) is None and key not in overrides and not os.environ.get(
+                helpers.ENV_PREFIX + key.upper()):
+            setattr(settings, key, value)
+    return settings
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return helpers.get_device(verbose=False)
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but torch sees no CUDA device")
+    return torch.device(choice)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    settings = make_settings(args)
+    device = pick_device(args.device)
+    amp = args.amp == "on" and device.type == "cuda"
+    amp_dtype = helpers.autocast_dtype(device) if amp else None
+    max_tokens = args.max_tokens or settings.batch_size * settings.max_len
+    if max_tokens < settings.max_len:
+        raise SystemExit(f"--max-tokens {max_tokens} is below max_len {settings.max_len}: the longest "
+                         "reviews would not fit in any batch")
+    verbose = not args.quiet
+    # Five model loads would print five identical load reports ("classifier ... newly initialized").
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"Comparing {len(args.strategies)} batching strategies on {device.type}"
+          f" ({'quick, tiny profile' if args.quick else 'real mode'}):")
+    print(settings.describe())
+
+    started = time.perf_counter()
+    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    machine = machine_info(device)  # now: its load average is the one the run started under
+    tokenizer = helpers.load_tokenizer(settings)
+    helpers.check_max_len(settings.max_len, tokenizer)
+    splits = {}
+    for split, size in (("train", settings.train_size), ("test", settings.test_size)):
+        texts, labels = helpers.load_imdb(split, settings.data_source, limit=size, seed=settings.seed,
+                                          cache_dir=settings.cache_dir)
+        start = time.perf_counter()
+        splits[split] = Split(helpers.tokenize_without_padding(texts, tokenizer, settings.max_len), labels)
+        print(f"  tokenized {len(texts):,} {split} reviews in {time.perf_counter() - start:.1f} s")
+    train, test = splits["train"], splits["test"]
+    pad_id = tokenizer.pad_token_id
+
+    print(f"Warm-up: {args.warmup_steps} training steps on a throwaway model")
+    warm_up(settings, train, pad_id, device, amp, args.warmup_steps)
+
+    strategies = []
+    for number, name in enumerate(args.strategies, start=1):
+        print(f"\n[{number}/{len(args.strategies)}] {LABELS[name]}: train on {TRAIN_BATCHING[name]}; "
+              f"evaluate on {EVAL_BATCHING[name]}", flush=True)
+        result = run_strategy(name, settings, train, test, pad_id, max_tokens, device, amp, verbose)
+        strategies.append(result)
+        print(f"  => {result['train_steps']:,} steps, {result['padded_tokens']:,} tokens processed "
+              f"({result['efficiency']:.1%} real), train {result['train_seconds']:.2f} s, "
+              f"eval {result['eval_seconds']:.2f} s, accuracy {result['accuracy']:.3f}, "
+              f"peak memory {result['peak_mem_mb']:,.0f} MiB"
+              + (f" (CUDA {result['cuda_peak_mem_mb']:,.0f} MiB)" if result["cuda_peak_mem_mb"] else ""),
+              flush=True)
+    add_ratios(strategies)
+
+    sizes_text = args.construction_sizes or ("25000,100000" if args.quick else "25000,1000000")
+    sizes = [] if sizes_text.lower() == "none" else [int(s) for s in sizes_text.split(",") if s]
+    construction = []
+    if sizes:
+        print("\nBuilding one epoch of smart batches: ours next to the recipe's list deletion")
+        construction = construction_table(sizes, settings.batch_size, settings.max_len,
+                                          args.max_recipe_n, repeats=1 if args.quick else 3,
+                                          seed=settings.seed)
+
+    setup = dict(train_size=len(train.input_ids), test_size=len(test.input_ids),
+                 max_len=settings.max_len, batch_size=settings.batch_size, epochs=settings.epochs,
+                 max_tokens=max_tokens, learning_rate=settings.learning_rate, seed=settings.seed,
+                 amp=amp, amp_dtype=str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
+                 warmup_steps=args.warmup_steps, profile=settings.profile, quick=args.quick)
+    train_lengths = train.lengths
+    results = dict(
+        metadata=dict(
+            date=date,
+            command=command_line(argv if argv is not None else sys.argv[1:]),
+            machine=machine,
+            data=dict(source=describe_source(settings.data_source),
+                      train_mean_tokens=float(train_lengths.mean()),
+                      train_truncated_share=float((train_lengths == settings.max_len).mean())),
+            model=model_info(settings), setup=setup,
+            total_seconds=time.perf_counter() - started),
+        strategies=strategies,
+        construction=construction,
+    )
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    report = markdown_report(results)
+    (out / "results.md").write_text(report)
+    import matplotlib.pyplot as plt
+
+    fig = plot_results(results)
+    fig.savefig(out / "results.png", dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    print("\n" + report)
+    print(f"Wrote results.json, results.md and results.png to {out} "
+          f"({time.perf_counter() - started:.0f} s in all)")
+    return results
+
+
+if __name__ == "__main__":
+    import matplotlib
+
+    matplotlib.use("Agg")  # a script writes the chart to a file; no window
+    main()

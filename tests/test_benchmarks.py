@@ -1,0 +1,122 @@
+"""The benchmark scripts keep working: run them small and check what they write, never how fast."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import batching_speed  # noqa: E402
+import compare_strategies  # noqa: E402
+
+REQUIRED = {"name", "label", "padded_tokens", "real_tokens", "efficiency", "train_seconds",
+            "train_steps", "eval_seconds", "eval_padded_tokens", "eval_real_tokens", "accuracy",
+            "peak_mem_mb", "ratios"}
+TRAIN_SIZE, TEST_SIZE, BATCH_SIZE, MAX_LEN = 40, 24, 8, 64
+
+
+def run_script(name, *args, timeout=300):
+    """Run a benchmark script in a fresh interpreter, with only the tiny profile's environment."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SMART_BATCHING_") or k == "SMART_BATCHING_PROFILE"}
+    completed = subprocess.run([sys.executable, str(BENCHMARKS / name), *map(str, args)],
+                               capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed.stdout
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("benchmark")
+    stdout = run_script("compare_strategies.py", "--quick", "--train-size", TRAIN_SIZE,
+                        "--test-size", TEST_SIZE, "--batch-size", BATCH_SIZE, "--max-len", MAX_LEN,
+                        "--construction-sizes", "2000,5000", "--max-recipe-n", 2000, "--quiet",
+                        "--out", out)
+    return json.loads((out / "results.json").read_text()), out, stdout
+
+
+def by_name(results):
+    return {s["name"]: s for s in results["strategies"]}
+
+
+def test_quick_run_writes_json_markdown_and_chart(quick_run):
+    results, out, _ = quick_run
+    assert (out / "results.png").stat().st_size > 1000
+    report = (out / "results.md").read_text()
+    for strategy in results["strategies"]:
+        assert strategy["label"] in report
+
+
+def test_all_five_strategies_with_the_required_keys(quick_run):
+    results, _, _ = quick_run
+    assert [s["name"] for s in results["strategies"]] == list(compare_strategies.STRATEGIES)
+    for strategy in results["strategies"]:
+        assert REQUIRED <= set(strategy), REQUIRED - set(strategy)
+        assert strategy["train_seconds"] > 0 and strategy["eval_seconds"] > 0
+        assert strategy["peak_mem_mb"] > 0
+        assert 0 <= strategy["accuracy"] <= 1
+    assert by_name(results)["fixed"]["ratios"]["train_seconds"] == 1
+
+
+def test_token_counts(quick_run):
+    results, _, _ = quick_run
+    strategies = by_name(results)
+    fixed = strategies["fixed"]
+    assert fixed["padded_tokens"] == TRAIN_SIZE * MAX_LEN  # one epoch, everything padded to max_len
+    assert fixed["eval_padded_tokens"] == TEST_SIZE * MAX_LEN
+    # Every strategy trains on every review once and evaluates on every test review once.
+    assert len({s["real_tokens"] for s in strategies.values()}) == 1
+    assert len({s["eval_real_tokens"] for s in strategies.values()}) == 1
+    for s in strategies.values():
+        assert 0 < s["efficiency"] <= 1 and s["padded_tokens"] <= fixed["padded_tokens"]
+        assert math.isclose(s["efficiency"], s["real_tokens"] / s["padded_tokens"])
+        assert math.isclose(s["ratios"]["padded_tokens"], s["padded_tokens"] / fixed["padded_tokens"])
+    assert strategies["smart"]["padded_tokens"] <= strategies["dynamic"]["padded_tokens"]
+
+
+def test_steps_and_metadata(quick_run):
+    results, _, _ = quick_run
+    steps = -(-TRAIN_SIZE // BATCH_SIZE)
+    for name in ("fixed", "dynamic", "smart", "length_grouped"):
+        assert by_name(results)[name]["train_steps"] == steps
+    meta = results["metadata"]
+    assert meta["setup"]["train_size"] == TRAIN_SIZE and meta["setup"]["test_size"] == TEST_SIZE
+    assert meta["setup"]["quick"] and meta["data"]["source"] == "synthetic"
+    assert {"cpu", "cores", "torch", "device_name"} <= set(meta["machine"])
+    assert [row["n"] for row in results["construction"]] == [2000, 5000]
+    assert results["construction"][0]["identical"] is True
+    assert results["construction"][1]["recipe_seconds"] is None  # above --max-recipe-n
+
+
+def test_batching_speed_runs_small():
+    stdout = run_script("batching_speed.py", "--n", 20_000, "--repeats", 1)
+    assert "identical batches: yes" in stdout and "identical batches: NO" not in stdout
+
+
+def test_batching_speed_on_an_aclimdb_folder(tmp_path):
+    """The --data path: a tiny folder in the aclImdb layout, tokenized by the offline tiny tokenizer."""
+    rng = np.random.default_rng(0)
+    for label in ("pos", "neg"):
+        folder = tmp_path / "aclImdb" / "train" / label
+        folder.mkdir(parents=True)
+        for i in range(30):
+            (folder / f"{i}_7.txt").write_text(" ".join(["a fine film"] * int(rng.integers(1, 60))))
+    stdout = run_script("batching_speed.py", "--data", tmp_path, "--model", "tiny", "--max-len", 64,
+                        "--n", 5000, "--repeats", 1)
+    assert "IMDB train: 60 reviews" in stdout and "smart batches process" in stdout
+
+
+def test_synthetic_lengths_and_token_comparison():
+    lengths = batching_speed.synthetic_lengths(5000, max_len=400, seed=1)
+    assert lengths.min() >= 1 and lengths.max() <= 400
+    assert np.array_equal(lengths, batching_speed.synthetic_lengths(5000, max_len=400, seed=1))
+    assert (lengths == 400).mean() > 0.05  # the long tail is truncated, as IMDB's is
+    tokens = batching_speed.token_comparison(lengths, 16, 400)
+    assert tokens["fixed"]["real_tokens"] == tokens["smart"]["real_tokens"] == lengths.sum()
+    assert tokens["smart"]["padded_tokens"] < tokens["fixed"]["padded_tokens"] == 5000 * 400
