@@ -406,7 +406,9 @@ def synthetic_reviews(n: int, seed: int = 0, median_words: float = 60.0,
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
     n_words = np.clip(rng.lognormal(math.log(median_words), 0.75, n), 4, 1000).astype(int)
-    neutral, positive, negative = (np.array(w) for w in (_NEUTRAL, _POSITIVE, _NEGATIVE))
+    # dtype=object: a fixed-width str array would cut longer sentiment words to the neutral
+    # words' width ("masterpiece" -> "masterpiec").
+    neutral, positive, negative = (np.array(w, dtype=object) for w in (_NEUTRAL, _POSITIVE, _NEGATIVE))
     texts = []
     for label, count in zip(labels, n_words):
         words = neutral[rng.integers(0, len(neutral), count)]
@@ -1042,11 +1044,21 @@ def reset_peak_memory(device: torch.device | None = None) -> None:
     """Start a new peak-memory measurement (CUDA allocator peak, or the process's peak RSS).
 
     On Linux, writing 5 to /proc/self/clear_refs resets the kernel's resident-set high-water mark
-    (VmHWM), so CPU peaks can be measured per phase inside one process, like CUDA's.
+    (VmHWM), so CPU peaks can be measured per phase inside one process, like CUDA's. Before that,
+    glibc's malloc_trim hands freed heap pages back to the OS: otherwise memory an earlier, larger
+    step freed stays resident, and a later step reuses it without raising the peak at all.
     """
     if device is not None and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    try:
+        import ctypes
+        import gc
+
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the baseline may include freed memory still held by the allocator
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -1065,6 +1077,33 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux KiB; lifetime peak
+
+
+def step_peak_memory(model, batch: Mapping, device: torch.device, optimizer, amp: bool = True) -> dict:
+    """Memory of ONE training step (forward, backward, optimizer step) on `batch`, in MiB.
+
+    baseline_mb: in use right before the step (model, optimizer state; on the CPU the whole
+    process); peak_mb: the peak during it; extra_mb = peak - baseline: what the step itself needs
+    (activations, gradients). `measures` says which memory: CUDA allocations or the process's RSS.
+    A fresh AdamW allocates its state (2x the parameters) in its first step: take one warm-up
+    step first to see activations and gradients alone. Autocast on CUDA as in `train_epoch`.
+    """
+    model.train()
+    batch = {k: v.to(device) for k, v in batch.items()}
+    optimizer.zero_grad(set_to_none=True)
+    synchronize(device)
+    reset_peak_memory(device)
+    baseline = peak_memory_mb(device)  # right after a reset, the peak is what is in use now
+    amp_dtype = autocast_dtype(device) if amp else None
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        loss = model(**batch).loss
+    loss.backward()
+    optimizer.step()
+    synchronize(device)
+    peak = peak_memory_mb(device)
+    optimizer.zero_grad(set_to_none=True)  # free the gradients before the next measurement
+    return dict(baseline_mb=baseline, peak_mb=peak, extra_mb=peak - baseline,
+                measures="CUDA allocated memory" if device.type == "cuda" else "process peak RSS")
 
 
 # ----------------------------------------------------------------------------------------------
