@@ -337,19 +337,17 @@ def markdown_report(results: dict) -> str:
             f"| {fmt_seconds(s['eval_seconds'])} | {r['eval_seconds']:.2f} "
             f"| {s[mem_key]:,.0f} MiB | {s['accuracy']:.3f} |")
     real = {s["real_tokens"] for s in strategies}
-    lines += [
-        "",
-        f"Every strategy sees the same {next(iter(real)):,} real training tokens"
-        if len(real) == 1 else "Real training tokens differ between strategies (they saw different data)",
-        f"per run; 'tokens processed' counts the padded positions too. Peak memory: "
-        + ("the CUDA allocator's peak" if mem_key == "cuda_peak_mem_mb" else
-           "the process's peak resident memory (model, data and Python included)")
-        + " during that strategy's training and evaluation.",
-    ]
+    tokens_note = (f"Every strategy trains on the same {next(iter(real)):,} real tokens"
+                   if len(real) == 1 else "Real training tokens differ between strategies")
+    memory_note = ("the CUDA allocator's peak" if mem_key == "cuda_peak_mem_mb" else
+                   "the process's peak resident memory (model, data and Python included)")
+    lines += ["", f"{tokens_note}; 'tokens processed' also counts the padding. Peak memory: "
+                  f"{memory_note} during that strategy's training and evaluation."]
     budget = [s for s in strategies if s["name"] == "token_budget" and s["train_steps"] != fixed_steps]
     if budget:
         lines.append(f"The token budget changes the number of steps: {budget[0]['train_steps']:,} "
-                     f"instead of {fixed_steps:,} (larger batches of short reviews).")
+                     f"instead of {fixed_steps:,}, as each batch holds as many reviews as fit in "
+                     f"{setup['max_tokens']:,} tokens.")
     lines += ["", "How each strategy batches:", "",
               "| Strategy | Training batches | Evaluation batches |", "|---|---|---|"]
     lines += [f"| {s['label']} | {s['train_batching']} | {s['eval_batching']} |" for s in strategies]
