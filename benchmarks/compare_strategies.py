@@ -26,7 +26,6 @@ Writes results.json, results.md and results.png to --out.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
 import datetime
 import gc
@@ -148,15 +147,11 @@ class Split:
 
 
 def release_memory() -> None:
-    """Free what the previous strategy left, and hand freed heap back to the OS, so that the next
-    strategy's peak RSS is not inflated by memory the allocator merely kept."""
+    """Free what the previous strategy left, so that the next one starts from the same baseline
+    (helpers.reset_peak_memory then hands freed heap back to the OS before resetting the peak)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: peaks may then include memory kept from earlier strategies
 
 
 def current_rss_mb() -> float | None:
