@@ -275,13 +275,23 @@ def _load_tfds(split):
 
 def check_texts_and_labels(texts, labels, classes=(0, 1)) -> None:
     """Raise ValueError on anything the batching code would otherwise mishandle silently."""
+    check_texts(texts)
+    check_labels(labels, len(texts), classes, what="texts")
+
+
+def check_texts(texts) -> None:
     if len(texts) == 0:
         raise ValueError("no texts: the data is empty")
-    if len(texts) != len(labels):
-        raise ValueError(f"{len(texts)} texts but {len(labels)} labels: they must pair up one to one")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise ValueError(f"text {i} is a {type(text).__name__}, not a str")
+
+
+def check_labels(labels, n: int, classes=(0, 1), what: str = "sequences") -> None:
+    if n == 0:
+        raise ValueError(f"no {what}: the data is empty")
+    if n != len(labels):
+        raise ValueError(f"{n} {what} but {len(labels)} labels: they must pair up one to one")
     bad = sorted(set(np.asarray(labels).tolist()) - set(classes))
     if bad:
         raise ValueError(f"labels must be in {classes}; found {bad[:5]}")
@@ -523,7 +533,7 @@ def tokenize_without_padding(texts: Sequence[str], tokenizer, max_len: int = 400
     progress on long inputs.
     """
     check_max_len(max_len, tokenizer)
-    check_texts_and_labels(texts, np.zeros(len(texts), dtype=int))
+    check_texts(texts)
     progress = Progress(len(texts), "tokenized", updates=5,
                         enabled=verbose and len(texts) >= 5 * chunk_size)
     input_ids: list[list[int]] = []
@@ -730,7 +740,7 @@ def batches_from_indices(input_ids, labels, batch_indices, pad_id: int, pad_to: 
 def smart_batches_from_ids(input_ids, labels, batch_size: int, pad_id: int, seed: int | None = None,
                            return_indices: bool = False):
     """Smart batches of already-tokenized sequences: call it again each epoch, no re-tokenizing."""
-    check_texts_and_labels(["" for _ in input_ids], labels)
+    check_labels(labels, len(input_ids))
     indices = smart_batch_indices([len(s) for s in input_ids], batch_size, seed)
     batches = batches_from_indices(input_ids, labels, indices, pad_id)
     return (*batches, indices) if return_indices else batches
@@ -764,7 +774,7 @@ def make_fixed_batches(input_ids, labels, batch_size: int, pad_id: int, max_len:
                        seed: int | None = None, shuffle: bool = True, return_indices: bool = False):
     """The recipe's "old approach": every sequence padded to max_len, batches in random order."""
     check_max_len(max_len)
-    check_texts_and_labels(["" for _ in input_ids], labels)
+    check_labels(labels, len(input_ids))
     indices = fixed_batch_indices(len(input_ids), batch_size, seed, shuffle)
     batches = batches_from_indices(input_ids, labels, indices, pad_id, pad_to=max_len)
     return (*batches, indices) if return_indices else batches

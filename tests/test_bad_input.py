@@ -26,7 +26,7 @@ def test_make_smart_batches_rejects_bad_data(tiny_tokenizer, texts, labels, mess
 
 @pytest.mark.parametrize("input_ids, labels, message", [
     ([], [], "the data is empty"),
-    ([[2, 3], [2, 5, 3]], [1], "2 texts but 1 labels"),
+    ([[2, 3], [2, 5, 3]], [1], "2 sequences but 1 labels"),
     ([[2, 3], [2, 5, 3]], [1, 3], r"labels must be in \(0, 1\)"),
 ])
 def test_batching_from_ids_rejects_bad_data(input_ids, labels, message):
