@@ -17,6 +17,7 @@ Pick one with the environment variable ``SMART_BATCHING_PROFILE`` (``full``, ``t
 the default: ``full`` in Colab or on a CUDA machine, ``tiny`` elsewhere). Other overrides:
 ``SMART_BATCHING_DATA`` (``auto``, ``tfds``, ``download``, ``synthetic`` or a path to an aclImdb
 folder / ``.tar.gz``), ``SMART_BATCHING_MODEL`` (a hub name or a local folder),
+``SMART_BATCHING_TOKENIZER`` (when it is not the model's own, e.g. for ``random-bert-base``),
 ``SMART_BATCHING_TRAIN_SIZE`` and ``SMART_BATCHING_TEST_SIZE`` (subset sizes),
 ``SMART_BATCHING_EPOCHS`` and ``SMART_BATCHING_CACHE`` (where downloads go).
 """
@@ -50,6 +51,9 @@ IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 # caught here instead of surfacing later as a confusing tarfile error.
 IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 TINY_MODEL = "tiny"  # model_name that means "build a small BERT from a config, offline"
+# model_name for bert-base's exact shape with random weights: honest GPU timings without the
+# weights (give its tokenizer in tokenizer_name, e.g. a local folder with the bert-base vocabulary).
+RANDOM_BERT_BASE = "random-bert-base"
 
 
 @dataclasses.dataclass
@@ -59,6 +63,7 @@ class Settings:
     profile: str = "full"
     data_source: str = "auto"  # auto | tfds | download | synthetic | path to aclImdb folder/.tar.gz
     model_name: str = "bert-base-uncased"
+    tokenizer_name: str | None = None  # None: the model's own
     max_len: int = 400
     batch_size: int = 16
     learning_rate: float = 5e-5
@@ -107,6 +112,7 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
     env = {
         "data_source": os.environ.get(ENV_PREFIX + "DATA"),
         "model_name": os.environ.get(ENV_PREFIX + "MODEL"),
+        "tokenizer_name": os.environ.get(ENV_PREFIX + "TOKENIZER"),
         "train_size": os.environ.get(ENV_PREFIX + "TRAIN_SIZE"),
         "test_size": os.environ.get(ENV_PREFIX + "TEST_SIZE"),
         "epochs": os.environ.get(ENV_PREFIX + "EPOCHS"),
@@ -443,12 +449,16 @@ TINY_BERT = dict(vocab_size=2000, hidden_size=64, num_hidden_layers=2, num_atten
 
 
 def load_tokenizer(settings: Settings):
-    """The model's fast tokenizer; for the tiny model, a WordPiece tokenizer trained here."""
-    if settings.model_name == TINY_MODEL:
+    """The model's fast tokenizer (or tokenizer_name's); for the tiny model, one learned here."""
+    name = settings.tokenizer_name or settings.model_name
+    if name == TINY_MODEL:
         return train_tiny_tokenizer()
+    if name == RANDOM_BERT_BASE:
+        raise ValueError(f"{RANDOM_BERT_BASE} has no tokenizer of its own: set tokenizer_name "
+                         "(SMART_BATCHING_TOKENIZER) to one with the bert-base-uncased vocabulary")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(settings.model_name)
+    return AutoTokenizer.from_pretrained(name)
 
 
 def train_tiny_tokenizer(vocab_size: int = TINY_BERT["vocab_size"], seed: int = 0):
@@ -498,6 +508,8 @@ def load_model(settings: Settings, num_labels: int = 2):
     if settings.model_name == TINY_MODEL:
         config = BertConfig(**TINY_BERT, num_labels=num_labels)
         return AutoModelForSequenceClassification.from_config(config)
+    if settings.model_name == RANDOM_BERT_BASE:  # BertConfig()'s defaults are bert-base's shape
+        return AutoModelForSequenceClassification.from_config(BertConfig(num_labels=num_labels))
     return AutoModelForSequenceClassification.from_pretrained(settings.model_name,
                                                               num_labels=num_labels)
 

@@ -285,6 +285,8 @@ def model_info(settings) -> dict:
 
     if settings.model_name == helpers.TINY_MODEL:
         config = BertConfig(**helpers.TINY_BERT)
+    elif settings.model_name == helpers.RANDOM_BERT_BASE:
+        config = BertConfig()
     else:
         config = AutoConfig.from_pretrained(settings.model_name)
     return dict(name=describe_source(settings.model_name), model_type=config.model_type,
@@ -417,7 +419,10 @@ def parse_args(argv=None):
                         help="tiny profile: synthetic data, tiny model, small subsets (seconds)")
     parser.add_argument("--data", help="aclImdb folder or .tar.gz, or a helpers data source "
                                        "(default: the profile's, or $SMART_BATCHING_DATA)")
-    parser.add_argument("--model", help="hub name or local folder (default: the profile's)")
+    parser.add_argument("--model", help="hub name or local folder (default: the profile's); "
+                        f"'{helpers.RANDOM_BERT_BASE}': bert-base's shape, random weights (GPU timings)")
+    parser.add_argument("--tokenizer", help="tokenizer name or folder, when not the model's own "
+                        f"(needed with {helpers.RANDOM_BERT_BASE})")
     parser.add_argument("--train-size", type=size_arg, help="training subset ('all' for 25,000; "
                         f"default {QUICK_SIZES['train_size']} with --quick, else "
                         f"$SMART_BATCHING_TRAIN_SIZE or {REAL_SIZES['train_size']})")
@@ -450,7 +455,8 @@ def parse_args(argv=None):
 def make_settings(args):
     """The profile's settings with the command line on top (the environment in between)."""
     overrides = dict(batch_size=args.batch_size, epochs=args.epochs)
-    for key, value in (("data_source", args.data), ("model_name", args.model), ("max_len", args.max_len),
+    for key, value in (("data_source", args.data), ("model_name", args.model),
+                       ("tokenizer_name", args.tokenizer), ("max_len", args.max_len),
                        ("train_size", args.train_size), ("test_size", args.test_size)):
         if value is not None:
             overrides[key] = value

@@ -116,3 +116,14 @@ def test_describe_lists_every_setting():
     text = helpers.get_settings("tiny").describe()
     for name in ("profile", "model_name", "max_len", "batch_size", "seed"):
         assert name in text
+
+
+def test_random_bert_base_has_bert_base_shape_and_borrows_a_tokenizer():
+    settings = helpers.get_settings("full", model_name=helpers.RANDOM_BERT_BASE,
+                                    tokenizer_name=helpers.TINY_MODEL)
+    model = helpers.load_model(settings)
+    config = model.config
+    assert (config.num_hidden_layers, config.hidden_size, config.vocab_size) == (12, 768, 30522)
+    assert helpers.load_tokenizer(settings).pad_token_id == 0
+    with pytest.raises(ValueError, match="tokenizer_name"):
+        helpers.load_tokenizer(helpers.get_settings("full", model_name=helpers.RANDOM_BERT_BASE))
