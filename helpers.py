@@ -1118,13 +1118,22 @@ def peak_memory_mb(device: torch.device | None = None) -> float:
     (everything resident: Python, the model, activations) on the CPU."""
     if device is not None and device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = process_memory_mb("VmHWM")
+    if peak is not None:
+        return peak
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux KiB; lifetime peak
+
+
+def process_memory_mb(field: str = "VmRSS") -> float | None:
+    """A memory figure of this process from /proc/self/status (VmRSS: resident now, VmHWM: peak
+    resident), in MiB; None where there is no /proc (not Linux)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux KiB; lifetime peak
+    return None
 
 
 def step_peak_memory(model, batch: Mapping, device: torch.device, optimizer, amp: bool = True) -> dict:

@@ -154,16 +154,6 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def current_rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def run_strategy(name: str, settings, train: Split, test: Split, pad_id: int, max_tokens: int,
                  device: torch.device, amp: bool, verbose: bool = True) -> dict:
     batching = (settings.batch_size, settings.max_len, max_tokens, pad_id, settings.seed)
@@ -180,7 +170,7 @@ def run_strategy(name: str, settings, train: Split, test: Split, pad_id: int, ma
     helpers.reset_peak_memory(None)  # the process's peak RSS, on every device
     if device.type == "cuda":
         helpers.reset_peak_memory(device)
-    start_mem = current_rss_mb()
+    start_mem = helpers.process_memory_mb("VmRSS")
 
     model = helpers.load_model(settings)
     history = helpers.fine_tune(model, batches_for_epoch, settings, device, amp=amp, verbose=verbose)
