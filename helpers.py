@@ -35,6 +35,7 @@ import sys
 import tarfile
 import time
 import urllib.request
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -377,7 +378,7 @@ def _read_aclimdb(path: Path, split: str):
                     if member.isfile() and match and match[1] == split:
                         text = archive.extractfile(member).read().decode("utf-8")
                         rows.append((int(match[2] == "pos"), int(match[3]), text))
-        except (tarfile.TarError, EOFError, OSError, zlib_error()) as error:
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
             raise ValueError(f"{path} is not a readable aclImdb archive ({type(error).__name__}: "
                              f"{error}); delete it and download it again") from error
     if not rows:
@@ -388,12 +389,6 @@ def _read_aclimdb(path: Path, split: str):
     # looks at are not all negative.
     order = np.random.default_rng(0).permutation(len(rows))
     return [rows[i][2] for i in order], [rows[i][0] for i in order]
-
-
-def zlib_error():
-    import zlib
-
-    return zlib.error
 
 
 # -- synthetic reviews: IMDB-like lengths, a learnable label, no network -----------------------

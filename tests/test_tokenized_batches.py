@@ -4,7 +4,6 @@ with their texts, padding is where it belongs, and re-batching never re-tokenize
 Each text starts with "review <index> label <label>", so a batch row can be read back through
 the tokenizer and checked against the label tensor beside it."""
 import numpy as np
-import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
