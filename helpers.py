@@ -315,6 +315,9 @@ def balanced_subset(texts, labels, limit: int, seed: int = 321):
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     n_pos = (limit + 1) // 2
     n_pos = min(max(n_pos, limit - len(neg)), len(pos))
+    if n_pos in (0, limit):
+        raise ValueError(f"cannot keep both classes: the data has {len(pos):,} positive and "
+                         f"{len(neg):,} negative reviews")
     chosen = np.concatenate([rng.choice(pos, n_pos, replace=False),
                              rng.choice(neg, limit - n_pos, replace=False)])
     rng.shuffle(chosen)

@@ -203,3 +203,8 @@ def test_sampler_drop_last_that_leaves_nothing():
     sampler = helpers.SmartBatchSampler([3, 4, 5], 4, drop_last=True)
     with pytest.raises(ValueError, match="drop_last left no batches"):
         len(sampler)
+
+
+def test_subset_of_one_class_data_is_refused():
+    with pytest.raises(ValueError, match="cannot keep both classes"):
+        helpers.balanced_subset(["a", "b", "c"], [1, 1, 1], 2)
