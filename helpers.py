@@ -498,16 +498,25 @@ def train_tiny_tokenizer(vocab_size: int = TINY_BERT["vocab_size"], seed: int = 
         model_max_length=TINY_BERT["max_position_embeddings"])
 
 
+def model_config(settings: Settings, num_labels: int = 2):
+    """The model's configuration: the tiny one, bert-base's shape, or the pretrained model's."""
+    from transformers import AutoConfig, BertConfig
+
+    if settings.model_name == TINY_MODEL:
+        return BertConfig(**TINY_BERT, num_labels=num_labels)
+    if settings.model_name == RANDOM_BERT_BASE:  # BertConfig()'s defaults are bert-base's shape
+        return BertConfig(num_labels=num_labels)
+    return AutoConfig.from_pretrained(settings.model_name, num_labels=num_labels)
+
+
 def load_model(settings: Settings, num_labels: int = 2):
-    """BERT with a fresh classification head: pretrained weights, or the tiny config, seeded."""
-    from transformers import AutoModelForSequenceClassification, BertConfig
+    """BERT with a fresh classification head: pretrained weights, or random ones from a config
+    (tiny, random-bert-base), seeded."""
+    from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(settings.seed)  # the new head's initialisation is part of the experiment
-    if settings.model_name == TINY_MODEL:
-        config = BertConfig(**TINY_BERT, num_labels=num_labels)
-        return AutoModelForSequenceClassification.from_config(config)
-    if settings.model_name == RANDOM_BERT_BASE:  # BertConfig()'s defaults are bert-base's shape
-        return AutoModelForSequenceClassification.from_config(BertConfig(num_labels=num_labels))
+    if settings.model_name in (TINY_MODEL, RANDOM_BERT_BASE):
+        return AutoModelForSequenceClassification.from_config(model_config(settings, num_labels))
     return AutoModelForSequenceClassification.from_pretrained(settings.model_name,
                                                               num_labels=num_labels)
 

@@ -26,7 +26,6 @@ Writes results.json, results.md and results.png to --out.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import gc
 import json
@@ -136,16 +135,6 @@ def eval_batches(name: str, split, batch_size: int, max_len: int, max_tokens: in
 # Running one strategy.
 # ----------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class Split:
-    input_ids: list
-    labels: np.ndarray
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(s) for s in self.input_ids), dtype=np.int64, count=len(self.input_ids))
-
-
 def release_memory() -> None:
     """Free what the previous strategy left, so that the next one starts from the same baseline
     (helpers.reset_peak_memory then hands freed heap back to the OS before resetting the peak)."""
@@ -154,7 +143,8 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run_strategy(name: str, settings, train: Split, test: Split, pad_id: int, max_tokens: int,
+def run_strategy(name: str, settings, train: helpers.TokenizedDataset,
+                 test: helpers.TokenizedDataset, pad_id: int, max_tokens: int,
                  device: torch.device, amp: bool, verbose: bool = True) -> dict:
     batching = (settings.batch_size, settings.max_len, max_tokens, pad_id, settings.seed)
     counts, build_seconds = [], [0.0]
@@ -214,7 +204,8 @@ def add_ratios(strategies: list[dict]) -> None:
         s["ratios"] = {k: s[k] / base[k] if base[k] else None for k in keys}
 
 
-def warm_up(settings, train: Split, pad_id: int, device: torch.device, amp: bool, steps: int = 2):
+def warm_up(settings, train: helpers.TokenizedDataset, pad_id: int, device: torch.device, amp: bool,
+            steps: int = 2):
     """A few training steps on a throwaway model, so that the first strategy timed does not also
     pay for one-off start-up costs (thread pools, kernel selection, allocator growth)."""
     if steps < 1:
@@ -271,14 +262,7 @@ def describe_source(source: str) -> str:
 
 
 def model_info(settings) -> dict:
-    from transformers import AutoConfig, BertConfig
-
-    if settings.model_name == helpers.TINY_MODEL:
-        config = BertConfig(**helpers.TINY_BERT)
-    elif settings.model_name == helpers.RANDOM_BERT_BASE:
-        config = BertConfig()
-    else:
-        config = AutoConfig.from_pretrained(settings.model_name)
+    config = helpers.model_config(settings)
     return dict(name=describe_source(settings.model_name), model_type=config.model_type,
                 layers=config.num_hidden_layers, hidden_size=config.hidden_size,
                 vocab_size=config.vocab_size)
@@ -500,7 +484,8 @@ def main(argv=None) -> dict:
         texts, labels = helpers.load_imdb(split, settings.data_source, limit=size, seed=settings.seed,
                                           cache_dir=settings.cache_dir)
         start = time.perf_counter()
-        splits[split] = Split(helpers.tokenize_without_padding(texts, tokenizer, settings.max_len), labels)
+        splits[split] = helpers.TokenizedDataset(
+            helpers.tokenize_without_padding(texts, tokenizer, settings.max_len), labels)
         print(f"  tokenized {len(texts):,} {split} reviews in {time.perf_counter() - start:.1f} s")
     train, test = splits["train"], splits["test"]
     pad_id = tokenizer.pad_token_id
