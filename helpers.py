@@ -24,6 +24,7 @@ folder / ``.tar.gz``), ``SMART_BATCHING_MODEL`` (a hub name or a local folder),
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
@@ -41,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # ----------------------------------------------------------------------------------------------
 # Settings: everything a run depends on, in one place.
@@ -73,6 +75,9 @@ class Settings:
     epochs: int = 1
     seed: int = 321
     max_grad_norm: float = 1.0
+    # How the loops run (not the recipe's; it has neither). Both measured in benchmarks/gpu_check.py.
+    pad_to_multiple_of: int | None = None  # round each batch's width up (fewer distinct shapes)
+    compile: bool = False  # torch.compile(dynamic=True) for training: one graph for all widths
     train_size: int | None = None  # None: the whole split (25,000 reviews)
     test_size: int | None = None
     cache_dir: str = str(Path.home() / ".cache" / "smart_batching")
@@ -95,12 +100,27 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
+# What a Colab runtime without a GPU prints when `auto` gives it the tiny profile.
+COLAB_WITHOUT_GPU = ("Profile 'tiny': this Colab runtime has no GPU, and the full recipe (bert-base on "
+                     "25,000 reviews) would take more than a day on its CPU. For the full profile choose "
+                     "Runtime > Change runtime type > a GPU (T4 is free), or pass profile=\"full\" in the "
+                     "settings cell.")
+
+
 def resolve_profile(profile: str | None = None) -> str:
-    profile = (profile or os.environ.get(ENV_PREFIX + "PROFILE") or "auto").lower()
+    """'full' or 'tiny': `profile`, else $SMART_BATCHING_PROFILE, else 'auto', which means full
+    with a CUDA GPU and tiny without one (a Colab runtime without a GPU says so)."""
+    from_env = not profile and bool(os.environ.get(ENV_PREFIX + "PROFILE"))
+    requested = profile or os.environ.get(ENV_PREFIX + "PROFILE") or "auto"
+    profile = str(requested).lower()
+    if profile not in ("full", "tiny", "auto"):
+        if from_env:
+            raise ValueError(f"{ENV_PREFIX}PROFILE={requested!r}: expected 'full', 'tiny' or 'auto'")
+        raise ValueError(f"unknown profile {requested!r}: use 'full', 'tiny' or 'auto'")
     if profile == "auto":
-        profile = "full" if (in_colab() or torch.cuda.is_available()) else "tiny"
-    if profile not in ("full", "tiny"):
-        raise ValueError(f"unknown profile {profile!r}: use 'full', 'tiny' or 'auto'")
+        profile = "full" if torch.cuda.is_available() else "tiny"
+        if profile == "tiny" and in_colab():
+            print(COLAB_WITHOUT_GPU)
     return profile
 
 
@@ -120,10 +140,13 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
         "cache_dir": os.environ.get(ENV_PREFIX + "CACHE"),
     }
     for key, raw in env.items():
-        if raw is None or raw == "":
+        if raw is None or raw.strip() == "":
             continue
         if key in ("train_size", "test_size", "epochs"):
-            values[key] = None if raw.lower() in ("all", "none") else int(raw)
+            values[key] = _count_from_env(key, raw.strip())
+        elif key == "data_source" and raw not in DATA_SOURCES and not _looks_like_path(raw):
+            raise ValueError(f"{ENV_PREFIX}DATA={raw!r}: expected one of {', '.join(DATA_SOURCES)} "
+                             "or the path of an aclImdb folder or .tar.gz archive")
         else:
             values[key] = raw
     values.update(overrides)
@@ -131,10 +154,29 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
     if unknown:
         raise ValueError(f"unknown setting(s): {sorted(unknown)}")
     settings = Settings(**values)
-    for name in ("max_len", "batch_size", "epochs"):
-        if getattr(settings, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(settings, name)}")
+    for name in ("max_len", "batch_size", "epochs", "train_size", "test_size"):
+        value = getattr(settings, name)
+        if value is None and name in ("train_size", "test_size"):
+            continue  # the whole split
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     return settings
+
+
+DATA_SOURCES = ("auto", "tfds", "download", "synthetic")
+
+
+def _count_from_env(key: str, raw: str) -> int | None:
+    """A size or epoch count from the environment, or a ValueError naming the variable."""
+    sizes = key in ("train_size", "test_size")
+    if sizes and raw.lower() in ("all", "none"):
+        return None
+    if re.fullmatch(r"\d+", raw) and int(raw) >= 1:
+        return int(raw)
+    variable = ENV_PREFIX + key.upper()
+    raise ValueError(f"{variable}={raw!r}: expected a whole number >= 1" + (" or 'all'" if sizes else ""))
 
 
 def get_device(verbose: bool = True) -> torch.device:
@@ -195,8 +237,12 @@ class Progress:
         self.every = good_update_interval(total, updates)
         self.start = time.perf_counter()
 
+    def due(self, done: int) -> bool:
+        """Whether `update(done)` prints: callers compute costly extras only then."""
+        return self.enabled and (done % self.every == 0 or done == self.total)
+
     def update(self, done: int, extra: str = "") -> None:
-        if not self.enabled or (done % self.every and done != self.total):
+        if not self.due(done):
             return
         elapsed = time.perf_counter() - self.start
         remaining = elapsed / done * (self.total - done) if done else 0.0
@@ -271,7 +317,17 @@ def _load_auto(split, cache_dir):
 
 def _load_tfds(split):
     import tensorflow_datasets as tfds  # Colab has it; elsewhere this ImportError is reported
+    import tensorflow as tf
 
+    # TensorFlow only reads the data here, but when it starts it reserves nearly all the memory of
+    # every GPU it sees, which leaves PyTorch little to train with on the same GPU (issue 12). So
+    # hide the GPUs from TensorFlow before tfds.load starts it. If TensorFlow is already running
+    # with a GPU (something earlier in this process used it), the list can't change any more
+    # (RuntimeError): load anyway, since the data is the same either way.
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        pass
     dataset = tfds.load("imdb_reviews/plain_text", split=split, as_supervised=True)
     texts, labels = [], []
     for text, label in tfds.as_numpy(dataset):
@@ -731,9 +787,27 @@ def _check_budget(lengths: np.ndarray, max_tokens) -> None:
                          f"max_tokens budget of {max_tokens}: raise the budget or lower max_len")
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, pad_to: int | None = None):
-    """(input_ids, attention_mask) as LongTensors, padded on the right to the longest (or pad_to)."""
-    width = pad_to or max(len(s) for s in sequences)
+def padded_width(longest: int, pad_to: int | None = None, pad_to_multiple_of: int | None = None) -> int:
+    """The width a batch is padded to: pad_to if given, else its longest sequence; with
+    pad_to_multiple_of, rounded up to a multiple of it (DataCollatorWithPadding's option).
+
+    Rounding up buckets the widths (at most max_len / multiple distinct ones), which helps where
+    every new shape costs a set-up (a cuDNN plan, a torch.compile graph without dynamic shapes),
+    at the price of the [PAD] tokens it adds: count them with `count_tokens_for`.
+    """
+    width = pad_to or longest
+    if pad_to_multiple_of is None:
+        return width
+    if not isinstance(pad_to_multiple_of, (int, np.integer)) or pad_to_multiple_of < 1:
+        raise ValueError(f"pad_to_multiple_of must be an integer >= 1 or None, got {pad_to_multiple_of!r}")
+    return -(-width // pad_to_multiple_of) * pad_to_multiple_of
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, pad_to: int | None = None,
+              pad_to_multiple_of: int | None = None):
+    """(input_ids, attention_mask) as LongTensors, padded on the right to the longest (or pad_to),
+    rounded up to a multiple of pad_to_multiple_of if given (see `padded_width`)."""
+    width = padded_width(max(len(s) for s in sequences), pad_to, pad_to_multiple_of)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
@@ -744,12 +818,13 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, pad_to: int | Non
     return input_ids, attention_mask
 
 
-def batches_from_indices(input_ids, labels, batch_indices, pad_id: int, pad_to: int | None = None):
+def batches_from_indices(input_ids, labels, batch_indices, pad_id: int, pad_to: int | None = None,
+                         pad_to_multiple_of: int | None = None):
     """(py_inputs, py_attn_masks, py_labels): one padded tensor each per batch, like the recipe's."""
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     py_inputs, py_attn_masks, py_labels = [], [], []
     for idx in batch_indices:
-        ids, mask = pad_batch([input_ids[i] for i in idx], pad_id, pad_to)
+        ids, mask = pad_batch([input_ids[i] for i in idx], pad_id, pad_to, pad_to_multiple_of)
         py_inputs.append(ids)
         py_attn_masks.append(mask)
         py_labels.append(labels[torch.as_tensor(idx, dtype=torch.long)])
@@ -757,28 +832,31 @@ def batches_from_indices(input_ids, labels, batch_indices, pad_id: int, pad_to: 
 
 
 def smart_batches_from_ids(input_ids, labels, batch_size: int, pad_id: int, seed: int | None = None,
-                           return_indices: bool = False):
+                           return_indices: bool = False, pad_to_multiple_of: int | None = None):
     """Smart batches of already-tokenized sequences: call it again each epoch, no re-tokenizing."""
     check_labels(labels, len(input_ids))
     indices = smart_batch_indices([len(s) for s in input_ids], batch_size, seed)
-    batches = batches_from_indices(input_ids, labels, indices, pad_id)
+    batches = batches_from_indices(input_ids, labels, indices, pad_id,
+                                   pad_to_multiple_of=pad_to_multiple_of)
     return (*batches, indices) if return_indices else batches
 
 
 def make_smart_batches(text_samples, labels, batch_size: int, tokenizer, max_len: int = 400,
-                       seed: int | None = None, return_indices: bool = False):
+                       seed: int | None = None, return_indices: bool = False,
+                       pad_to_multiple_of: int | None = None):
     """The recipe's function: tokenize without padding, then smart batches.
 
     Returns (py_inputs, py_attn_masks, py_labels), lists with one tensor per batch, padded with
-    the tokenizer's pad id to each batch's longest sequence; with return_indices, also the
-    dataset indices of each batch (to map predictions back to the original order).
+    the tokenizer's pad id to each batch's longest sequence (rounded up to pad_to_multiple_of if
+    given); with return_indices, also the dataset indices of each batch (to map predictions back
+    to the original order).
     """
     check_batch_size(batch_size)
     check_max_len(max_len, tokenizer)
     check_texts_and_labels(text_samples, labels)
     input_ids = tokenize_without_padding(text_samples, tokenizer, max_len)
     return smart_batches_from_ids(input_ids, labels, batch_size, tokenizer.pad_token_id, seed,
-                                  return_indices)
+                                  return_indices, pad_to_multiple_of)
 
 
 def fixed_batch_indices(n: int, batch_size: int, seed: int | None = None,
@@ -807,14 +885,15 @@ def count_tokens(py_attn_masks) -> dict:
                 efficiency=real / padded if padded else float("nan"))
 
 
-def count_tokens_for(lengths, batch_indices, pad_to: int | None = None) -> dict:
+def count_tokens_for(lengths, batch_indices, pad_to: int | None = None,
+                     pad_to_multiple_of: int | None = None) -> dict:
     """The same counts straight from lengths and batch indices, without building tensors."""
     lengths = np.asarray(lengths)
     real = padded = 0
     for idx in batch_indices:
         batch = lengths[np.asarray(idx)]
         real += int(batch.sum())
-        padded += len(batch) * (pad_to or int(batch.max()))
+        padded += len(batch) * padded_width(int(batch.max()), pad_to, pad_to_multiple_of)
     return dict(real_tokens=real, padded_tokens=padded, pad_tokens=padded - real,
                 efficiency=real / padded if padded else float("nan"))
 
@@ -851,11 +930,13 @@ class PadCollator:
     that DataLoader workers (num_workers > 0) can pickle it.
     """
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
+        padded_width(1, pad_to_multiple_of=pad_to_multiple_of)  # checks it
+        self.pad_id, self.pad_to_multiple_of = pad_id, pad_to_multiple_of
 
     def __call__(self, examples: Sequence[Mapping]) -> dict:
-        input_ids, attention_mask = pad_batch([e["input_ids"] for e in examples], self.pad_id)
+        input_ids, attention_mask = pad_batch([e["input_ids"] for e in examples], self.pad_id,
+                                              pad_to_multiple_of=self.pad_to_multiple_of)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         key = "labels" if "labels" in examples[0] else "label" if "label" in examples[0] else None
         if key:
@@ -965,11 +1046,45 @@ def as_batch_dicts(py_inputs, py_attn_masks, py_labels):
             for i, m, y in zip(py_inputs, py_attn_masks, py_labels)]
 
 
+# Attention backends the loops allow for PyTorch's scaled_dot_product_attention, which BERT uses.
+# cuDNN attention is left out on purpose. From torch 2.10 on, H100/H200/B200-class GPUs (sm90+)
+# prefer it, and it builds an execution plan for every new input shape: on an H100 a training
+# step at a batch width seen for the first time took 494 ms against 46 ms at a known width. Smart
+# batching meets a new width almost every step (about 390 per IMDB epoch), so it would pay that
+# again and again. Flash and memory-efficient attention have no per-shape set-up; the math
+# backend is the fallback that always works (and the CPU's choice besides flash).
+ATTENTION_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
+
+
+def attention_backends(backends=ATTENTION_BACKENDS):
+    """Context manager: run attention with `backends` only (None: whatever PyTorch prefers).
+
+    Every training and evaluation loop here runs inside it, on every device.
+    """
+    return contextlib.nullcontext() if backends is None else sdpa_kernel(list(backends))
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); None (off) on the CPU."""
+    """Mixed precision on CUDA: bfloat16 where the GPU computes in it, else float16; None on the CPU.
+
+    bfloat16 needs compute capability 8.0 (Ampere: A100, L4, RTX 30xx) or newer. We do not ask
+    torch.cuda.is_bf16_supported(): it also says yes on a T4 (7.5, Colab's free GPU), which
+    emulates bfloat16 slowly without tensor cores. float16 runs there natively, with a GradScaler
+    (see `fine_tune`).
+    """
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def to_device(batch: Mapping, device: torch.device) -> dict:
+    """A batch's tensors on `device`. To a GPU they go from pinned (page-locked) host memory with
+    non_blocking=True: the copy then runs alongside the GPU's work instead of holding up the CPU."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: (v if v.is_pinned() else v.pin_memory()).to(device, non_blocking=True)
+            for k, v in batch.items()}
 
 
 def train_epoch(model, batches, optimizer, scheduler, device, max_grad_norm: float = 1.0,
@@ -978,51 +1093,62 @@ def train_epoch(model, batches, optimizer, scheduler, device, max_grad_norm: flo
 
     Gradient clipping at `max_grad_norm` as in the recipe; with amp_dtype the forward pass runs
     under autocast (pass a GradScaler for float16, which needs loss scaling; bfloat16 does not).
+    The losses stay on the device until a progress line or the end of the epoch reads them:
+    `loss.item()` in every step would make the CPU wait for the GPU to finish each step before
+    queueing the next one, and a fast GPU would then idle while the CPU prepares every step.
     """
     model.train()
     losses = []
     total = len(batches) if hasattr(batches, "__len__") else 0
     progress = Progress(total, "batch", updates=10, enabled=verbose and total > 0)
-    for step, batch in enumerate(batches, start=1):
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = model(**batch).loss
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        progress.update(step, f"  loss {np.mean(losses[-50:]):.3f}")
+    with attention_backends():
+        for step, batch in enumerate(batches, start=1):
+            batch = to_device(batch, device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = model(**batch).loss
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            losses.append(loss.detach())
+            if progress.due(step):
+                progress.update(step, f"  loss {torch.stack(losses[-50:]).float().mean().item():.3f}")
     synchronize(device)
+    losses = torch.stack(losses).float().cpu().tolist() if losses else []
     return dict(losses=losses, seconds=progress.elapsed, steps=len(losses))
 
 
 @torch.inference_mode()
 def predict(model, batches, device, amp_dtype: torch.dtype | None = None,
             verbose: bool = True) -> dict:
-    """Logits and labels for every batch, in batch order (see `restore_order`), and the time taken."""
+    """Logits and labels for every batch, in batch order (see `restore_order`), and the time taken.
+
+    The logits stay on the device until the end, for the same reason as the losses in
+    `train_epoch`: copying each batch's to the CPU would wait for the GPU at every step.
+    """
     model.eval()
     logits, labels = [], []
     total = len(batches) if hasattr(batches, "__len__") else 0
     progress = Progress(total, "batch", updates=5, enabled=verbose and total > 0)
-    for step, batch in enumerate(batches, start=1):
-        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "labels"}
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = model(**inputs).logits
-        logits.append(out.float().cpu())
-        labels.append(batch["labels"])
-        progress.update(step)
+    with attention_backends():
+        for step, batch in enumerate(batches, start=1):
+            inputs = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits.append(model(**inputs).logits.float())
+            labels.append(batch["labels"])
+            progress.update(step)
     synchronize(device)
-    return dict(logits=torch.cat(logits), labels=torch.cat(labels), seconds=progress.elapsed)
+    logits = torch.cat(logits).cpu()
+    return dict(logits=logits, labels=torch.cat(labels), seconds=progress.elapsed)
 
 
 def restore_order(values: torch.Tensor, batch_indices) -> torch.Tensor:
@@ -1040,6 +1166,8 @@ def fine_tune(model, batches_for_epoch, settings: Settings, device: torch.device
     batches_for_epoch(epoch) returns that epoch's batches (a list of batch dicts or a DataLoader):
     re-batching each epoch gives new batch compositions and order without re-tokenizing.
     Returns one `train_epoch` result per epoch. Mixed precision on CUDA when amp=True.
+    With settings.compile, the steps run through torch.compile(dynamic=True): one graph for
+    every batch width, compiled during the first steps (that time counts in the first epoch).
     """
     set_seed(settings.seed)  # dropout masks: same seed, same run, whichever batching feeds it
     model.to(device)
@@ -1050,17 +1178,34 @@ def fine_tune(model, batches_for_epoch, settings: Settings, device: torch.device
     # With a token budget the batch count can differ a little between epochs; the schedule is
     # sized from the first epoch and simply stays at 0 if a later epoch runs a few steps longer.
     optimizer, scheduler = make_optimizer(model, settings, len(first) * settings.epochs)
+    step_model = torch.compile(model, dynamic=True) if settings.compile else model
     history = []
     for epoch in range(settings.epochs):
         batches = first if epoch == 0 else batches_for_epoch(epoch)
         if verbose:
             print(f"Epoch {epoch + 1}/{settings.epochs}: {len(batches):,} batches")
-        result = train_epoch(model, batches, optimizer, scheduler, device, settings.max_grad_norm,
+        result = train_epoch(step_model, batches, optimizer, scheduler, device, settings.max_grad_norm,
                              amp_dtype, scaler, verbose)
         if verbose:
             print(f"  mean loss {np.mean(result['losses']):.4f}, took {format_time(result['seconds'])}")
         history.append(result)
     return history
+
+
+def warm_up(settings: Settings, batches, device: torch.device, steps: int = 2, amp: bool = True) -> None:
+    """A few training steps on a throwaway copy of the model, before anything is timed.
+
+    The first steps of a process pay one-off costs (CUDA context and kernel loading, thread
+    pools, allocator growth): without this, whichever strategy is timed first pays them.
+    """
+    if steps < 1:
+        return
+    model = load_model(settings)
+    fine_tune(model, lambda epoch: list(batches)[:steps], dataclasses.replace(settings, epochs=1),
+              device, amp=amp, verbose=False)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def evaluate(model, batches, batch_indices, labels, device, amp: bool = True,
@@ -1076,11 +1221,15 @@ def evaluate(model, batches, batch_indices, labels, device, amp: bool = True,
 
 
 def make_optimizer(model, settings: Settings, num_training_steps: int):
-    """torch.optim.AdamW and a linear decay to 0 (no warm-up by default), as in the recipe."""
+    """torch.optim.AdamW and a linear decay to 0 (no warm-up by default), as in the recipe.
+
+    On a GPU, AdamW's fused kernel: one launch for all parameters instead of several per tensor.
+    """
     from transformers import get_linear_schedule_with_warmup
 
+    on_cuda = all(p.is_cuda for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
-                                  eps=settings.adam_epsilon)
+                                  eps=settings.adam_epsilon, fused=True if on_cuda else None)
     scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, num_training_steps)
     return optimizer, scheduler
 
@@ -1153,15 +1302,16 @@ def step_peak_memory(model, batch: Mapping, device: torch.device, optimizer, amp
     step first to see activations and gradients alone. Autocast on CUDA as in `train_epoch`.
     """
     model.train()
-    batch = {k: v.to(device) for k, v in batch.items()}
+    batch = to_device(batch, device)
     optimizer.zero_grad(set_to_none=True)
     synchronize(device)
     reset_peak_memory(device)
     baseline = peak_memory_mb(device)  # right after a reset, the peak is what is in use now
     amp_dtype = autocast_dtype(device) if amp else None
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+    with attention_backends(), torch.autocast(device.type, dtype=amp_dtype,
+                                              enabled=amp_dtype is not None):
         loss = model(**batch).loss
-    loss.backward()
+        loss.backward()
     optimizer.step()
     synchronize(device)
     peak = peak_memory_mb(device)
