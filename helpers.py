@@ -1056,11 +1056,11 @@ def as_batch_dicts(py_inputs, py_attn_masks, py_labels):
 ATTENTION_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 
 
-def attention_backends(backends=ATTENTION_BACKENDS):
-    """Context manager: run attention with `backends` only (None: whatever PyTorch prefers).
-
-    Every training and evaluation loop here runs inside it, on every device.
-    """
+def attention_backends():
+    """Context manager: run attention with the ATTENTION_BACKENDS only, read when it is entered
+    (set helpers.ATTENTION_BACKENDS = None to let PyTorch choose, as benchmarks/gpu_check.py does
+    to compare). Every training and evaluation loop here runs inside it, on every device."""
+    backends = ATTENTION_BACKENDS
     return contextlib.nullcontext() if backends is None else sdpa_kernel(list(backends))
 
 

@@ -26,6 +26,7 @@ Writes results.json, results.md and results.png to --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -33,6 +34,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,37 +47,32 @@ import helpers  # noqa: E402
 from batching_speed import construction_table  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
-STRATEGIES = ("fixed", "dynamic", "smart", "length_grouped", "token_budget")
-LABELS = {
-    "fixed": "Fixed padding to max_len",
-    "dynamic": "Dynamic padding, random order",
-    "smart": "Smart batching (recipe)",
-    "length_grouped": "HF LengthGroupedSampler",
-    "token_budget": "SmartBatchSampler, token budget",
-}
-TRAIN_BATCHING = {
-    "fixed": "random order, every sequence padded to max_len",
-    "dynamic": "the same random batches as fixed, each padded to its longest",
-    "smart": "random contiguous runs of the length-sorted order, each padded to its longest",
-    "length_grouped": "LengthGroupedSampler indices (random mega-batches of up to 50 batches, "
-                      "sorted within), cut into batch_size, each padded to its longest",
-    "token_budget": "runs of the length-sorted order with len(batch) * longest <= max_tokens, in "
-                    "random order, each padded to its longest",
-}
-EVAL_BATCHING = {
-    "fixed": "input order, padded to max_len",
-    "dynamic": "input order (unsorted), each batch padded to its longest",
-    "smart": "sorted by length (sorted_batch_indices), each batch padded to its longest",
-    "length_grouped": "LengthGroupedSampler, seeded (as Trainer evaluates with group_by_length)",
-    "token_budget": "sorted by length with the token budget (SmartBatchSampler, shuffle=False)",
-}
-QUICK_SIZES = dict(train_size=256, test_size=256)
-REAL_SIZES = dict(train_size=1000, test_size=1000)  # when neither the CLI nor the environment says
+
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """What a strategy's batches are built from: the split's lengths and the run's settings."""
+
+    lengths: np.ndarray
+    batch_size: int
+    max_len: int
+    max_tokens: int
+    seed: int
 
 
-# ----------------------------------------------------------------------------------------------
-# Each strategy's batches: (py_inputs, py_attn_masks, py_labels, batch indices).
-# ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """One way to batch: its label, how it batches for training and evaluation (in words and as
+    a function giving batch indices), and whether its batches are padded to max_len."""
+
+    name: str
+    label: str
+    train_batching: str
+    eval_batching: str
+    train_indices: Callable[[Batching, int], list]  # (data, epoch) -> that epoch's batches
+    eval_indices: Callable[[Batching], list]
+    pad_to_max_len: bool = False
+    pad_to_multiple_of: int | None = None  # this strategy's own width bucketing
+
 
 def length_grouped_batches(lengths, batch_size: int, seed: int) -> list[np.ndarray]:
     """LengthGroupedSampler's index order cut into consecutive batches, as a DataLoader would."""
@@ -87,48 +84,80 @@ def length_grouped_batches(lengths, batch_size: int, seed: int) -> list[np.ndarr
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def train_batches(name: str, split, batch_size: int, max_len: int, max_tokens: int, pad_id: int,
-                  seed: int, epoch: int):
-    """One training epoch's batches; a new draw each epoch (seed + epoch)."""
-    ids, labels, epoch_seed = split.input_ids, split.labels, seed + epoch
-    if name == "fixed":
-        return helpers.make_fixed_batches(ids, labels, batch_size, pad_id, max_len, seed=epoch_seed,
-                                          return_indices=True)
-    if name == "smart":
-        return helpers.smart_batches_from_ids(ids, labels, batch_size, pad_id, seed=epoch_seed,
-                                              return_indices=True)
-    if name == "dynamic":  # the very batches `fixed` gets: only the padding differs
-        indices = helpers.fixed_batch_indices(len(ids), batch_size, epoch_seed)
-    elif name == "length_grouped":
-        indices = length_grouped_batches(split.lengths, batch_size, epoch_seed)
-    elif name == "token_budget":
-        sampler = helpers.SmartBatchSampler(split.lengths, None, max_tokens=max_tokens, seed=seed)
-        sampler.set_epoch(epoch)
-        indices = sampler.batches()
-    else:
-        raise ValueError(f"unknown strategy {name!r}")
-    return (*helpers.batches_from_indices(ids, labels, indices, pad_id), indices)
+def budget_batches(d: Batching, epoch: int | None) -> list[np.ndarray]:
+    """SmartBatchSampler with a token budget: shuffled for training (epoch given), sorted for eval."""
+    sampler = helpers.SmartBatchSampler(d.lengths, None, max_tokens=d.max_tokens, seed=d.seed,
+                                        shuffle=epoch is not None)
+    sampler.set_epoch(epoch or 0)
+    return sampler.batches()
 
 
-def eval_batches(name: str, split, batch_size: int, max_len: int, max_tokens: int, pad_id: int,
-                 seed: int):
-    """The test set's batches, the way each strategy would evaluate (see EVAL_BATCHING)."""
-    ids, labels = split.input_ids, split.labels
-    if name == "fixed":
-        return helpers.make_fixed_batches(ids, labels, batch_size, pad_id, max_len, shuffle=False,
-                                          return_indices=True)
-    if name == "dynamic":
-        indices = helpers.fixed_batch_indices(len(ids), batch_size, shuffle=False)
-    elif name == "smart":
-        indices = helpers.sorted_batch_indices(split.lengths, batch_size)
-    elif name == "length_grouped":  # as Trainer evaluates with group_by_length: seeded
-        indices = length_grouped_batches(split.lengths, batch_size, seed)
-    elif name == "token_budget":
-        indices = helpers.SmartBatchSampler(split.lengths, None, max_tokens=max_tokens,
-                                            shuffle=False).batches()
-    else:
-        raise ValueError(f"unknown strategy {name!r}")
-    return (*helpers.batches_from_indices(ids, labels, indices, pad_id), indices)
+def random_batches(d: Batching, epoch: int) -> list[np.ndarray]:
+    return helpers.fixed_batch_indices(len(d.lengths), d.batch_size, d.seed + epoch)
+
+
+def input_order_batches(d: Batching) -> list[np.ndarray]:
+    return helpers.fixed_batch_indices(len(d.lengths), d.batch_size, shuffle=False)
+
+
+def smart_batches(d: Batching, epoch: int) -> list[np.ndarray]:
+    return helpers.smart_batch_indices(d.lengths, d.batch_size, seed=d.seed + epoch)
+
+
+def sorted_batches(d: Batching) -> list[np.ndarray]:
+    return helpers.sorted_batch_indices(d.lengths, d.batch_size)
+
+
+SMART_WORDS = "random contiguous runs of the length-sorted order, each padded to its longest"
+SORTED_WORDS = "sorted by length (sorted_batch_indices), each batch padded to its longest"
+STRATEGY_LIST = [
+    Strategy("fixed", "Fixed padding to max_len",
+             "random order, every sequence padded to max_len", "input order, padded to max_len",
+             random_batches, input_order_batches, pad_to_max_len=True),
+    Strategy("dynamic", "Dynamic padding, random order",
+             "the same random batches as fixed, each padded to its longest",
+             "input order (unsorted), each batch padded to its longest",
+             random_batches, input_order_batches),
+    Strategy("smart", "Smart batching (recipe)", SMART_WORDS, SORTED_WORDS,
+             smart_batches, sorted_batches),
+    Strategy("length_grouped", "HF LengthGroupedSampler",
+             "LengthGroupedSampler indices (random mega-batches of up to 50 batches, sorted within), "
+             "cut into batch_size, each padded to its longest",
+             "LengthGroupedSampler, seeded (as Trainer evaluates with group_by_length)",
+             lambda d, epoch: length_grouped_batches(d.lengths, d.batch_size, d.seed + epoch),
+             lambda d: length_grouped_batches(d.lengths, d.batch_size, d.seed)),
+    Strategy("token_budget", "SmartBatchSampler, token budget",
+             "runs of the length-sorted order with len(batch) * longest <= max_tokens, in random "
+             "order, each padded to its longest",
+             "sorted by length with the token budget (SmartBatchSampler, shuffle=False)",
+             budget_batches, lambda d: budget_batches(d, None)),
+    Strategy("smart_bucketed", "Smart batching, widths rounded up to x8",
+             SMART_WORDS + ", rounded up to a multiple of 8", SORTED_WORDS + ", rounded up to x8",
+             smart_batches, sorted_batches, pad_to_multiple_of=8),
+]
+STRATEGIES = {s.name: s for s in STRATEGY_LIST}
+DEFAULT_STRATEGIES = ("fixed", "dynamic", "smart", "length_grouped", "token_budget")
+QUICK_SIZES = dict(train_size=256, test_size=256)
+REAL_SIZES = dict(train_size=1000, test_size=1000)  # when neither the CLI nor the environment says
+
+
+def build_batches(strategy: Strategy, split: helpers.TokenizedDataset, indices, pad_id: int,
+                  max_len: int, pad_to_multiple_of: int | None):
+    """(batch dicts, token counts) for these batch indices, padded the strategy's way."""
+    multiple = strategy.pad_to_multiple_of or pad_to_multiple_of
+    pad_to = max_len if strategy.pad_to_max_len else None
+    batches = helpers.as_batch_dicts(*helpers.batches_from_indices(
+        split.input_ids, split.labels, indices, pad_id, pad_to, multiple))
+    return batches, helpers.count_tokens_for(split.lengths, indices, pad_to, multiple)
+
+
+def step_shapes(batches: list[dict]) -> dict:
+    """Sequences per step and batch widths: why strategies differ in steps, memory and speed."""
+    rows = np.array([b["input_ids"].shape[0] for b in batches])
+    widths = np.array([b["input_ids"].shape[1] for b in batches])
+    return dict(steps=len(batches), sequences_per_step_mean=float(rows.mean()),
+                sequences_per_step_max=int(rows.max()), largest_batch_tokens=int((rows * widths).max()),
+                distinct_widths=len(set(widths.tolist())))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,18 +172,23 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run_strategy(name: str, settings, train: helpers.TokenizedDataset,
+def run_strategy(strategy: Strategy, settings, train: helpers.TokenizedDataset,
                  test: helpers.TokenizedDataset, pad_id: int, max_tokens: int,
                  device: torch.device, amp: bool, verbose: bool = True) -> dict:
-    batching = (settings.batch_size, settings.max_len, max_tokens, pad_id, settings.seed)
-    counts, build_seconds = [], [0.0]
+    """Train a fresh model with this strategy's batches, evaluate it, and measure both."""
+    data = {split: Batching(dataset.lengths, settings.batch_size, settings.max_len, max_tokens,
+                            settings.seed) for split, dataset in (("train", train), ("test", test))}
+    padding = (pad_id, settings.max_len, settings.pad_to_multiple_of)
+    counts, shapes, build_seconds = [], [], [0.0]
 
     def batches_for_epoch(epoch):
         start = time.perf_counter()
-        *batches, indices = train_batches(name, train, *batching, epoch)
-        counts.append(helpers.count_tokens(batches[1]))
+        indices = strategy.train_indices(data["train"], epoch)
+        batches, tokens = build_batches(strategy, train, indices, *padding)
+        counts.append(tokens)
+        shapes.append(step_shapes(batches))
         build_seconds[0] += time.perf_counter() - start
-        return helpers.as_batch_dicts(*batches)
+        return batches
 
     release_memory()
     helpers.reset_peak_memory(None)  # the process's peak RSS, on every device
@@ -166,58 +200,50 @@ def run_strategy(name: str, settings, train: helpers.TokenizedDataset,
     history = helpers.fine_tune(model, batches_for_epoch, settings, device, amp=amp, verbose=verbose)
 
     start = time.perf_counter()
-    *batches, test_indices = eval_batches(name, test, *batching)
-    eval_counts = helpers.count_tokens(batches[1])
+    test_indices = strategy.eval_indices(data["test"])
+    batches, eval_counts = build_batches(strategy, test, test_indices, *padding)
     eval_build_seconds = time.perf_counter() - start
-    evaluation = helpers.evaluate(model, helpers.as_batch_dicts(*batches), test_indices, test.labels,
-                                  device, amp=amp, verbose=verbose)
+    evaluation = helpers.evaluate(model, batches, test_indices, test.labels, device, amp=amp,
+                                  verbose=verbose)
 
     peak_mem = helpers.peak_memory_mb(None)
     cuda_peak = helpers.peak_memory_mb(device) if device.type == "cuda" else None
+    eval_shapes = step_shapes(batches)
     del model, batches
     padded = sum(c["padded_tokens"] for c in counts)
     real = sum(c["real_tokens"] for c in counts)
     return dict(
-        name=name, label=LABELS[name],
-        train_batching=TRAIN_BATCHING[name], eval_batching=EVAL_BATCHING[name],
+        name=strategy.name, label=strategy.label,
+        train_batching=strategy.train_batching, eval_batching=strategy.eval_batching,
         padded_tokens=padded, real_tokens=real, efficiency=real / padded,
         train_seconds=sum(h["seconds"] for h in history),
         train_steps=sum(h["steps"] for h in history),
         train_steps_per_epoch=[h["steps"] for h in history],
+        sequences_per_step_mean=float(np.mean([s["sequences_per_step_mean"] for s in shapes])),
+        sequences_per_step_max=max(s["sequences_per_step_max"] for s in shapes),
+        largest_batch_tokens=max(s["largest_batch_tokens"] for s in shapes),
+        distinct_widths=max(s["distinct_widths"] for s in shapes),
         mean_loss_last_epoch=float(np.mean(history[-1]["losses"])),
         build_seconds=build_seconds[0],
         eval_padded_tokens=eval_counts["padded_tokens"], eval_real_tokens=eval_counts["real_tokens"],
         eval_efficiency=eval_counts["efficiency"], eval_steps=len(test_indices),
+        eval_distinct_widths=eval_shapes["distinct_widths"],
         eval_seconds=evaluation["seconds"], eval_build_seconds=eval_build_seconds,
         accuracy=evaluation["accuracy"],
         peak_mem_mb=peak_mem, start_mem_mb=start_mem, cuda_peak_mem_mb=cuda_peak,
     )
 
 
-def add_ratios(strategies: list[dict]) -> None:
-    """Each strategy's times, tokens and memory as a ratio to fixed padding's (1.0 for fixed)."""
-    base = next(s for s in strategies if s["name"] == "fixed")
+def add_ratios(strategies: list[dict]) -> str:
+    """Each strategy's times, tokens and memory as a ratio to the baseline's (1.0 for it): fixed
+    padding when it ran, else the first strategy. Returns the baseline's name."""
+    base = next((s for s in strategies if s["name"] == "fixed"), strategies[0])
     keys = ["train_seconds", "eval_seconds", "padded_tokens", "eval_padded_tokens", "peak_mem_mb"]
     if base.get("cuda_peak_mem_mb"):
         keys.append("cuda_peak_mem_mb")
     for s in strategies:
         s["ratios"] = {k: s[k] / base[k] if base[k] else None for k in keys}
-
-
-def warm_up(settings, train: helpers.TokenizedDataset, pad_id: int, device: torch.device, amp: bool,
-            steps: int = 2):
-    """A few training steps on a throwaway model, so that the first strategy timed does not also
-    pay for one-off start-up costs (thread pools, kernel selection, allocator growth)."""
-    if steps < 1:
-        return
-    model = helpers.load_model(settings).to(device)
-    batches = helpers.as_batch_dicts(*helpers.make_fixed_batches(
-        train.input_ids, train.labels, settings.batch_size, pad_id, settings.max_len, settings.seed))[:steps]
-    optimizer, scheduler = helpers.make_optimizer(model, settings, len(batches))
-    amp_dtype = helpers.autocast_dtype(device) if amp else None
-    helpers.train_epoch(model, batches, optimizer, scheduler, device, settings.max_grad_norm, amp_dtype,
-                        verbose=False)
-    del model, optimizer, batches
+    return base["name"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,7 +308,9 @@ def fmt_seconds(seconds: float) -> str:
 def markdown_report(results: dict) -> str:
     meta, strategies = results["metadata"], results["strategies"]
     machine, setup = meta["machine"], meta["setup"]
-    fixed_steps = next(s["train_steps"] for s in strategies if s["name"] == "fixed")
+    base = next(s for s in strategies if s["ratios"]["train_seconds"] == 1)
+    base_word = "fixed" if base["name"] == "fixed" else base["name"]
+    loop = setup.get("loop", {})
     if machine["device"] == "cuda":
         where = f"{machine['device_name']} (CUDA {machine['cuda']}), host CPU {machine['cpu']}"
     else:
@@ -294,16 +322,22 @@ def markdown_report(results: dict) -> str:
         f"({meta['model']['layers']} layers, hidden {meta['model']['hidden_size']}). max_len "
         f"{setup['max_len']}, batch size {setup['batch_size']}, {setup['epochs']} epoch(s), token budget "
         f"{setup['max_tokens']:,}, mixed precision: {setup['amp_dtype'] or 'off'}.",
+        f"Loop, the same for every strategy: attention backends {loop.get('attention_backends')}, "
+        f"widths rounded up to a multiple of {loop.get('pad_to_multiple_of') or '1 (not rounded)'}, "
+        f"torch.compile {'on (dynamic shapes)' if loop.get('compile') else 'off'}, "
+        f"{setup['warmup_steps']} warm-up steps before the first timing.",
         "",
-        "| Strategy | Train steps | Tokens processed (train) | Padding efficiency | Train time | × fixed "
-        "| Eval time | × fixed | Peak memory | Accuracy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| Strategy | Train steps | Sequences per step (mean / max) | Widths | Tokens processed (train) "
+        f"| Padding efficiency | Train time | × {base_word} | Eval time | × {base_word} | Peak memory | Accuracy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     mem_key = "cuda_peak_mem_mb" if machine["device"] == "cuda" else "peak_mem_mb"
     for s in strategies:
         r = s["ratios"]
         lines.append(
-            f"| {s['label']} | {s['train_steps']:,} | {s['padded_tokens']:,} | {s['efficiency']:.1%} "
+            f"| {s['label']} | {s['train_steps']:,} "
+            f"| {s.get('sequences_per_step_mean', float('nan')):.1f} / {s.get('sequences_per_step_max', '?')} "
+            f"| {s.get('distinct_widths', '?')} | {s['padded_tokens']:,} | {s['efficiency']:.1%} "
             f"| {fmt_seconds(s['train_seconds'])} | {r['train_seconds']:.2f} "
             f"| {fmt_seconds(s['eval_seconds'])} | {r['eval_seconds']:.2f} "
             f"| {s[mem_key]:,.0f} MiB | {s['accuracy']:.3f} |")
@@ -314,11 +348,15 @@ def markdown_report(results: dict) -> str:
                    "the process's peak resident memory (model, data and Python included)")
     lines += ["", f"{tokens_note}; 'tokens processed' also counts the padding. Peak memory: "
                   f"{memory_note} during that strategy's training and evaluation."]
-    budget = [s for s in strategies if s["name"] == "token_budget" and s["train_steps"] != fixed_steps]
+    budget = [s for s in strategies if s["name"] == "token_budget" and s["train_steps"] != base["train_steps"]]
     if budget:
         lines.append(f"The token budget changes the number of steps: {budget[0]['train_steps']:,} "
-                     f"instead of {fixed_steps:,}, as each batch holds as many reviews as fit in "
+                     f"instead of {base['train_steps']:,}, as each batch holds as many reviews as fit in "
                      f"{setup['max_tokens']:,} tokens.")
+    lines.append("Widths: the number of distinct batch widths in one training epoch (each new "
+                 "shape can cost a one-off set-up on a GPU).")
+    if base["name"] != "fixed":
+        lines.append(f"Fixed padding did not run: ratios are to {base['label']}.")
     lines += ["", "How each strategy batches:", "",
               "| Strategy | Training batches | Evaluation batches |", "|---|---|---|"]
     lines += [f"| {s['label']} | {s['train_batching']} | {s['eval_batching']} |" for s in strategies]
@@ -342,35 +380,33 @@ def markdown_report(results: dict) -> str:
 def plot_results(results: dict, title: str | None = None):
     """Training/evaluation time and tokens per strategy, side by side; returns the figure."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     strategies = results["strategies"]
     epochs = results["metadata"]["setup"]["epochs"]
-    y = np.arange(len(strategies))
+    names = [s["label"] for s in strategies]
     fig, (ax_time, ax_tokens) = plt.subplots(1, 2, figsize=(12, 0.6 * len(strategies) + 2.5), sharey=True)
-    ax_time.barh(y - 0.2, [s["train_seconds"] for s in strategies], 0.4,
-                 label=f"train ({epochs} epoch{'s' if epochs > 1 else ''})")
-    ax_time.barh(y + 0.2, [s["eval_seconds"] for s in strategies], 0.4, label="evaluate")
-    for i, s in enumerate(strategies):
-        ax_time.text(s["train_seconds"], i - 0.2, f" {s['ratios']['train_seconds']:.2f}x", va="center",
-                     fontsize=8)
-    ax_time.set_xlabel("seconds")
+    train = f"train ({epochs} epoch{'s' if epochs > 1 else ''})"
+    times = dict(strategy=names * 2, phase=[train] * len(names) + ["evaluate"] * len(names),
+                 seconds=[s["train_seconds"] for s in strategies] + [s["eval_seconds"] for s in strategies])
+    sns.barplot(times, x="seconds", y="strategy", hue="phase", errorbar=None, ax=ax_time)
+    ax_time.bar_label(ax_time.containers[0], fontsize=8,
+                      labels=[f" {s['ratios']['train_seconds']:.2f}x" for s in strategies])
     ax_time.set_title("Time (label: train time / fixed padding's)")
 
     most = max(s["padded_tokens"] for s in strategies)
     scale, unit = (1e6, "million") if most >= 1e6 else (1e3, "thousand")
-    ax_tokens.barh(y, [s["padded_tokens"] / scale for s in strategies], 0.6, color="lightgray",
-                   label="processed (padding included)")
-    ax_tokens.barh(y, [s["real_tokens"] / scale for s in strategies], 0.6, color="tab:green",
-                   label="real tokens")
-    for i, s in enumerate(strategies):
-        ax_tokens.text(s["padded_tokens"] / scale, i, f" {s['efficiency']:.0%}", va="center", fontsize=8)
-    ax_tokens.set_xlabel(f"{unit} tokens (training)")
-    ax_tokens.set_title("Tokens (label: padding efficiency)")
+    for key, color, label in (("padded_tokens", "lightgray", "processed (padding included)"),
+                              ("real_tokens", "tab:green", "real tokens")):  # real drawn over processed
+        sns.barplot(x=[s[key] / scale for s in strategies], y=names, color=color, label=label,
+                    errorbar=None, ax=ax_tokens)
+    ax_tokens.bar_label(ax_tokens.containers[0], labels=[f" {s['efficiency']:.0%}" for s in strategies],
+                        fontsize=8)
+    ax_tokens.set(xlabel=f"{unit} tokens (training)", title="Tokens (label: padding efficiency)")
     for ax in (ax_time, ax_tokens):
+        ax.set_ylabel(None)
         ax.margins(x=0.15)  # room for the labels at the ends of the bars
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
-    ax_time.set_yticks(y, [s["label"] for s in strategies])
-    ax_time.invert_yaxis()
     meta = results["metadata"]
     fig.suptitle(title or f"{meta['model']['name']} on {meta['data']['source']}, "
                  f"{meta['machine']['device_name']}", fontsize=10)
@@ -382,8 +418,19 @@ def plot_results(results: dict, title: str | None = None):
 # Command line.
 # ----------------------------------------------------------------------------------------------
 
-def size_arg(text: str) -> int | None:
-    return None if text.lower() in ("all", "none") else int(text)
+ALL = "all"  # --train-size all: the whole split (None would mean "not given")
+
+
+def size_arg(text: str) -> int | str:
+    if text.lower() in ("all", "none"):
+        return ALL
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1 or 'all'")
+    return size
 
 
 def parse_args(argv=None):
@@ -409,8 +456,14 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--amp", choices=("on", "off"), default="on",
                         help="CUDA only: autocast (bf16 where supported, else fp16)")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES),
-                        help=f"comma-separated subset of {', '.join(STRATEGIES)} (fixed is always run)")
+    parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
+                        help=f"comma-separated, from {', '.join(STRATEGIES)} (default: "
+                             f"{','.join(DEFAULT_STRATEGIES)}); ratios are to fixed if it runs, "
+                             "else to the first")
+    parser.add_argument("--pad-to-multiple-of", type=int, help="loop setting for every strategy: "
+                        "round batch widths up to a multiple of this")
+    parser.add_argument("--compile", action="store_true", help="loop setting for every strategy: "
+                        "train through torch.compile(dynamic=True), compile time included")
     parser.add_argument("--construction-sizes", help="sequence counts for the batch-construction "
                         "timing (default 25000,1000000; 25000,100000 with --quick; 'none' skips it)")
     parser.add_argument("--max-recipe-n", type=int, default=1_000_000,
@@ -419,21 +472,22 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=str(BENCHMARKS.parent / "outputs" / "benchmark"))
     parser.add_argument("--quiet", action="store_true", help="no per-batch progress lines")
     args = parser.parse_args(argv)
-    args.strategies = ["fixed"] + [s for s in args.strategies.split(",") if s and s != "fixed"]
+    args.strategies = list(dict.fromkeys(s for s in args.strategies.split(",") if s))
     unknown = set(args.strategies) - set(STRATEGIES)
-    if unknown:
+    if unknown or not args.strategies:
         parser.error(f"unknown strategies {sorted(unknown)}: choose from {', '.join(STRATEGIES)}")
     return args
 
 
 def make_settings(args):
     """The profile's settings with the command line on top (the environment in between)."""
-    overrides = dict(batch_size=args.batch_size, epochs=args.epochs)
+    overrides = dict(batch_size=args.batch_size, epochs=args.epochs,
+                     pad_to_multiple_of=args.pad_to_multiple_of, compile=args.compile)
     for key, value in (("data_source", args.data), ("model_name", args.model),
                        ("tokenizer_name", args.tokenizer), ("max_len", args.max_len),
                        ("train_size", args.train_size), ("test_size", args.test_size)):
         if value is not None:
-            overrides[key] = value
+            overrides[key] = None if value == ALL else value
     if args.quick:
         for key, value in QUICK_SIZES.items():
             overrides.setdefault(key, value)
@@ -491,13 +545,17 @@ def main(argv=None) -> dict:
     pad_id = tokenizer.pad_token_id
 
     print(f"Warm-up: {args.warmup_steps} training steps on a throwaway model")
-    warm_up(settings, train, pad_id, device, amp, args.warmup_steps)
+    warm_up_batches, _ = build_batches(STRATEGIES["fixed"], train, helpers.fixed_batch_indices(
+        len(train), settings.batch_size, settings.seed)[:max(args.warmup_steps, 0)], pad_id,
+        settings.max_len, settings.pad_to_multiple_of)
+    helpers.warm_up(settings, warm_up_batches, device, args.warmup_steps, amp)
 
     strategies = []
     for number, name in enumerate(args.strategies, start=1):
-        print(f"\n[{number}/{len(args.strategies)}] {LABELS[name]}: train on {TRAIN_BATCHING[name]}; "
-              f"evaluate on {EVAL_BATCHING[name]}", flush=True)
-        result = run_strategy(name, settings, train, test, pad_id, max_tokens, device, amp, verbose)
+        strategy = STRATEGIES[name]
+        print(f"\n[{number}/{len(args.strategies)}] {strategy.label}: train on "
+              f"{strategy.train_batching}; evaluate on {strategy.eval_batching}", flush=True)
+        result = run_strategy(strategy, settings, train, test, pad_id, max_tokens, device, amp, verbose)
         strategies.append(result)
         print(f"  => {result['train_steps']:,} steps, {result['padded_tokens']:,} tokens processed "
               f"({result['efficiency']:.1%} real), train {result['train_seconds']:.2f} s, "
@@ -520,7 +578,10 @@ def main(argv=None) -> dict:
                  max_len=settings.max_len, batch_size=settings.batch_size, epochs=settings.epochs,
                  max_tokens=max_tokens, learning_rate=settings.learning_rate, seed=settings.seed,
                  amp=amp, amp_dtype=str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
-                 warmup_steps=args.warmup_steps, profile=settings.profile, quick=args.quick)
+                 warmup_steps=args.warmup_steps, profile=settings.profile, quick=args.quick,
+                 loop=dict(attention_backends=[b.name for b in helpers.ATTENTION_BACKENDS],
+                           pad_to_multiple_of=settings.pad_to_multiple_of, compile=settings.compile,
+                           fused_adamw=device.type == "cuda"))
     train_lengths = train.lengths
     results = dict(
         metadata=dict(

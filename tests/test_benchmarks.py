@@ -17,7 +17,8 @@ import compare_strategies  # noqa: E402
 
 REQUIRED = {"name", "label", "padded_tokens", "real_tokens", "efficiency", "train_seconds",
             "train_steps", "eval_seconds", "eval_padded_tokens", "eval_real_tokens", "accuracy",
-            "peak_mem_mb", "ratios"}
+            "peak_mem_mb", "ratios", "sequences_per_step_mean", "sequences_per_step_max",
+            "largest_batch_tokens", "distinct_widths"}
 TRAIN_SIZE, TEST_SIZE, BATCH_SIZE, MAX_LEN = 40, 24, 8, 64
 
 
@@ -55,7 +56,7 @@ def test_quick_run_writes_json_markdown_and_chart(quick_run):
 
 def test_all_five_strategies_with_the_required_keys(quick_run):
     results, _, _ = quick_run
-    assert [s["name"] for s in results["strategies"]] == list(compare_strategies.STRATEGIES)
+    assert [s["name"] for s in results["strategies"]] == list(compare_strategies.DEFAULT_STRATEGIES)
     for strategy in results["strategies"]:
         assert REQUIRED <= set(strategy), REQUIRED - set(strategy)
         assert strategy["train_seconds"] > 0 and strategy["eval_seconds"] > 0
@@ -92,6 +93,75 @@ def test_steps_and_metadata(quick_run):
     assert [row["n"] for row in results["construction"]] == [2000, 5000]
     assert results["construction"][0]["identical"] is True
     assert results["construction"][1]["recipe_seconds"] is None  # above --max-recipe-n
+
+
+def test_steps_and_sequences_per_step(quick_run):
+    """Why accuracies can differ: the budget takes fewer, larger steps; the others batch_size each."""
+    strategies = by_name(quick_run[0])
+    for name in ("fixed", "smart", "dynamic"):
+        s = strategies[name]
+        assert s["sequences_per_step_max"] == BATCH_SIZE
+        assert s["sequences_per_step_mean"] == pytest.approx(TRAIN_SIZE / s["train_steps"])
+        assert s["largest_batch_tokens"] <= BATCH_SIZE * MAX_LEN
+    assert strategies["fixed"]["distinct_widths"] == 1
+    budget = strategies["token_budget"]
+    assert budget["sequences_per_step_mean"] == pytest.approx(TRAIN_SIZE / budget["train_steps"])
+    assert budget["largest_batch_tokens"] <= quick_run[0]["metadata"]["setup"]["max_tokens"]
+
+
+def test_loop_settings_are_recorded(quick_run):
+    loop = quick_run[0]["metadata"]["setup"]["loop"]
+    assert "CUDNN_ATTENTION" not in loop["attention_backends"] and loop["compile"] is False
+
+
+def test_sizes_all_means_the_whole_split_and_bad_sizes_are_refused():
+    args = compare_strategies.parse_args(["--train-size", "all", "--test-size", "300"])
+    settings = compare_strategies.make_settings(args)
+    assert settings.train_size is None and settings.test_size == 300  # not the 1,000 default
+    default = compare_strategies.make_settings(compare_strategies.parse_args([]))
+    assert default.train_size == compare_strategies.REAL_SIZES["train_size"]
+    for bad in ("abc", "0", "-5"):
+        with pytest.raises(SystemExit):
+            compare_strategies.parse_args(["--train-size", bad])
+
+
+def test_a_run_without_fixed_padding_compares_to_its_first_strategy(tmp_path):
+    run_script("compare_strategies.py", "--quick", "--train-size", 24, "--test-size", 16,
+               "--batch-size", 8, "--max-len", 64, "--strategies", "smart,smart_bucketed",
+               "--construction-sizes", "none", "--quiet", "--out", tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    smart, bucketed = results["strategies"]
+    assert smart["ratios"]["train_seconds"] == 1
+    assert bucketed["padded_tokens"] >= smart["padded_tokens"]
+    assert bucketed["padded_tokens"] % 8 == 0 and bucketed["distinct_widths"] <= 64 // 8
+    assert "ratios are to Smart batching (recipe)" in (tmp_path / "results.md").read_text()
+
+
+def test_gpu_check_runs_small_and_reports_every_part(tmp_path):
+    """The GPU check's --quick mode on this machine: every part runs and lands in its report."""
+    run_script("gpu_check.py", "--quick", "--out", tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    setups = [p["setup"] for p in results["probe"]]
+    assert len(setups) == 3 and any("cuDNN allowed" in s for s in setups)
+    widths = [w for p in results["probe"] for w in p["widths"]]
+    assert len(set(widths)) == len(widths)  # every set-up meets widths never seen before
+    for p in results["probe"]:
+        assert p["train_first"] > 0 and p["train_seen"] > 0 and p["predict_seen"] > 0
+    names = [s["name"] for s in results["benchmark"]["strategies"]]
+    assert names == ["fixed", "smart", "smart_bucketed", "token_budget"]
+    assert {c["check"].split(" >=")[0].split(" <=")[0] for c in results["targets"]} >= {
+        "smart batching trains", "the token budget trains", "sorted evaluation runs"}
+    report = (tmp_path / "results.md").read_text()
+    assert "Quick mode" in report and "cuDNN allowed" in report
+    assert (tmp_path / "results.png").stat().st_size > 1000
+
+
+def test_gpu_check_refuses_to_measure_without_a_gpu():
+    if __import__("torch").cuda.is_available():
+        pytest.skip("there is a GPU here")
+    completed = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--data", "x"],
+                               capture_output=True, text=True, cwd=ROOT)
+    assert completed.returncode != 0 and "no CUDA device" in completed.stderr
 
 
 def test_batching_speed_runs_small():

@@ -58,11 +58,12 @@ def test_the_loops_run_attention_without_cudnn(tiny_setup, attention_calls):
     assert torch.backends.cuda.cudnn_sdp_enabled()  # and the loops put the default back
 
 
-def test_attention_backends_none_leaves_pytorch_to_choose():
-    with helpers.attention_backends(None):
-        assert torch.backends.cuda.cudnn_sdp_enabled()
+def test_attention_backends_none_leaves_pytorch_to_choose(monkeypatch):
     with helpers.attention_backends():
         assert not torch.backends.cuda.cudnn_sdp_enabled()
+    monkeypatch.setattr(helpers, "ATTENTION_BACKENDS", None)
+    with helpers.attention_backends():
+        assert torch.backends.cuda.cudnn_sdp_enabled()
 
 
 def test_no_value_is_read_back_from_the_device_in_every_step(tiny_setup, monkeypatch):
