@@ -288,7 +288,7 @@ def load_imdb(split: str = "train", source: str = "auto", limit: int | None = No
         raise ValueError(f"unknown data source {source!r}: use 'auto', 'tfds', 'download', "
                          "'synthetic' or a path to an aclImdb folder or .tar.gz archive")
     labels = np.asarray(labels, dtype=np.int64)
-    check_texts_and_labels(texts, labels)
+    check_texts_and_labels(texts, labels, num_labels=2)  # IMDB: 0 negative, 1 positive
     if limit is not None:
         texts, labels = balanced_subset(texts, labels, limit, seed)
     if verbose:
@@ -336,10 +336,11 @@ def _load_tfds(split):
     return texts, labels
 
 
-def check_texts_and_labels(texts, labels, classes=(0, 1)) -> None:
-    """Raise ValueError on anything the batching code would otherwise mishandle silently."""
+def check_texts_and_labels(texts, labels, num_labels: int | None = None) -> int:
+    """Raise ValueError on anything the batching code would otherwise mishandle silently; returns
+    the number of classes (see `check_labels`)."""
     check_texts(texts)
-    check_labels(labels, len(texts), classes, what="texts")
+    return check_labels(labels, len(texts), num_labels, what="texts")
 
 
 def check_texts(texts) -> None:
@@ -350,14 +351,37 @@ def check_texts(texts) -> None:
             raise ValueError(f"text {i} is a {type(text).__name__}, not a str")
 
 
-def check_labels(labels, n: int, classes=(0, 1), what: str = "sequences") -> None:
+def check_labels(labels, n: int, num_labels: int | None = None, what: str = "sequences") -> int:
+    """Single-label classification: every label an integer class id 0 .. K-1, K >= 2 (IMDB: 0/1).
+
+    K is num_labels when given (every label must be below it), else inferred as the largest
+    label + 1. Returns K. Raises ValueError naming the offending values.
+    """
     if n == 0:
         raise ValueError(f"no {what}: the data is empty")
     if n != len(labels):
         raise ValueError(f"{n} {what} but {len(labels)} labels: they must pair up one to one")
-    bad = sorted(set(np.asarray(labels).tolist()) - set(classes))
-    if bad:
-        raise ValueError(f"labels must be in {classes}; found {bad[:5]}")
+    values = np.asarray(labels)
+    if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
+        bad = [v for v in dict.fromkeys(values.tolist())
+               if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
+        if bad or values.dtype == bool:
+            raise ValueError(f"labels must be integer class ids 0, 1, ...; found {(bad or values.tolist())[:5]}")
+    values = values.astype(np.int64)
+    negative = sorted(set(values[values < 0].tolist()))
+    if negative:
+        raise ValueError(f"labels must be class ids >= 0; found {negative[:5]}")
+    if num_labels is not None:
+        if not isinstance(num_labels, (int, np.integer)) or num_labels < 2:
+            raise ValueError(f"num_labels must be an integer >= 2, got {num_labels!r}")
+        too_big = sorted(set(values[values >= num_labels].tolist()))
+        if too_big:
+            raise ValueError(f"labels must be in 0..{num_labels - 1} for num_labels={num_labels}; "
+                             f"found {too_big[:5]}")
+    classes = int(num_labels or values.max() + 1)
+    if classes < 2:
+        raise ValueError(f"labels must hold at least two classes (0 and 1); found only {sorted(set(values.tolist()))}")
+    return classes
 
 
 def balanced_subset(texts, labels, limit: int, seed: int = 321):
@@ -832,9 +856,11 @@ def batches_from_indices(input_ids, labels, batch_indices, pad_id: int, pad_to: 
 
 
 def smart_batches_from_ids(input_ids, labels, batch_size: int, pad_id: int, seed: int | None = None,
-                           return_indices: bool = False, pad_to_multiple_of: int | None = None):
-    """Smart batches of already-tokenized sequences: call it again each epoch, no re-tokenizing."""
-    check_labels(labels, len(input_ids))
+                           return_indices: bool = False, pad_to_multiple_of: int | None = None,
+                           num_labels: int | None = None):
+    """Smart batches of already-tokenized sequences: call it again each epoch, no re-tokenizing.
+    Labels are class ids 0..K-1 (see `check_labels`)."""
+    check_labels(labels, len(input_ids), num_labels)
     indices = smart_batch_indices([len(s) for s in input_ids], batch_size, seed)
     batches = batches_from_indices(input_ids, labels, indices, pad_id,
                                    pad_to_multiple_of=pad_to_multiple_of)
@@ -843,8 +869,11 @@ def smart_batches_from_ids(input_ids, labels, batch_size: int, pad_id: int, seed
 
 def make_smart_batches(text_samples, labels, batch_size: int, tokenizer, max_len: int = 400,
                        seed: int | None = None, return_indices: bool = False,
-                       pad_to_multiple_of: int | None = None):
+                       pad_to_multiple_of: int | None = None, num_labels: int | None = None):
     """The recipe's function: tokenize without padding, then smart batches.
+
+    Any single-label classification task: labels are class ids 0..K-1, K inferred from them or
+    given as num_labels (IMDB's 0/1 is K = 2).
 
     Returns (py_inputs, py_attn_masks, py_labels), lists with one tensor per batch, padded with
     the tokenizer's pad id to each batch's longest sequence (rounded up to pad_to_multiple_of if
@@ -853,10 +882,10 @@ def make_smart_batches(text_samples, labels, batch_size: int, tokenizer, max_len
     """
     check_batch_size(batch_size)
     check_max_len(max_len, tokenizer)
-    check_texts_and_labels(text_samples, labels)
+    check_texts_and_labels(text_samples, labels, num_labels)
     input_ids = tokenize_without_padding(text_samples, tokenizer, max_len)
     return smart_batches_from_ids(input_ids, labels, batch_size, tokenizer.pad_token_id, seed,
-                                  return_indices, pad_to_multiple_of)
+                                  return_indices, pad_to_multiple_of, num_labels)
 
 
 def fixed_batch_indices(n: int, batch_size: int, seed: int | None = None,
@@ -905,11 +934,9 @@ def count_tokens_for(lengths, batch_indices, pad_to: int | None = None,
 class TokenizedDataset(torch.utils.data.Dataset):
     """Unpadded token ids and labels; item i is {"input_ids": [...], "labels": label}."""
 
-    def __init__(self, input_ids: Sequence[Sequence[int]], labels):
-        labels = np.asarray(labels, dtype=np.int64)
-        if len(input_ids) != len(labels):
-            raise ValueError(f"{len(input_ids)} sequences but {len(labels)} labels")
-        self.input_ids, self.labels = input_ids, labels
+    def __init__(self, input_ids: Sequence[Sequence[int]], labels, num_labels: int | None = None):
+        self.num_labels = check_labels(labels, len(input_ids), num_labels)
+        self.input_ids, self.labels = input_ids, np.asarray(labels, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.input_ids)

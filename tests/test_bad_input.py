@@ -16,8 +16,11 @@ LABELS = [1, 0, 1]
     (TEXTS, [1, 0, 1, 0], "3 texts but 4 labels"),
     (["fine", 42, "ok"], LABELS, "text 1 is a int, not a str"),
     (["fine", None, "ok"], LABELS, "text 1 is a NoneType, not a str"),
-    (TEXTS, [1, 2, 0], r"labels must be in \(0, 1\); found \[2\]"),
-    (TEXTS, [-1, 0, 1], r"found \[-1\]"),
+    (TEXTS, [-1, 0, 1], r"labels must be class ids >= 0; found \[-1\]"),
+    (TEXTS, [0.5, 0, 1], r"labels must be integer class ids 0, 1, ...; found \[0.5, 0.0, 1.0\]"),
+    (TEXTS, ["pos", "neg", "pos"], r"integer class ids.*found \['pos', 'neg'\]"),
+    (TEXTS, [True, False, True], r"integer class ids"),
+    (TEXTS, [0, 0, 0], r"at least two classes"),
 ])
 def test_make_smart_batches_rejects_bad_data(tiny_tokenizer, texts, labels, message):
     with pytest.raises(ValueError, match=message):
@@ -27,13 +30,32 @@ def test_make_smart_batches_rejects_bad_data(tiny_tokenizer, texts, labels, mess
 @pytest.mark.parametrize("input_ids, labels, message", [
     ([], [], "the data is empty"),
     ([[2, 3], [2, 5, 3]], [1], "2 sequences but 1 labels"),
-    ([[2, 3], [2, 5, 3]], [1, 3], r"labels must be in \(0, 1\)"),
+    ([[2, 3], [2, 5, 3]], [1, -3], r"found \[-3\]"),
 ])
 def test_batching_from_ids_rejects_bad_data(input_ids, labels, message):
     with pytest.raises(ValueError, match=message):
         helpers.smart_batches_from_ids(input_ids, labels, 2, pad_id=0, seed=0)
     with pytest.raises(ValueError, match=message):
         helpers.make_fixed_batches(input_ids, labels, 2, pad_id=0, max_len=8, seed=0)
+
+
+def test_labels_above_num_labels_are_named(tiny_tokenizer):
+    with pytest.raises(ValueError, match=r"labels must be in 0..2 for num_labels=3; found \[3, 7\]"):
+        helpers.make_smart_batches(TEXTS * 2, [0, 3, 7, 1, 2, 3], 2, tiny_tokenizer, max_len=16,
+                                   num_labels=3)
+    with pytest.raises(ValueError, match="num_labels must be an integer >= 2"):
+        helpers.TokenizedDataset([[2, 3], [2, 3]], [0, 1], num_labels=1)
+    assert helpers.check_labels([0, 3, 1], 3) == 4  # inferred: the largest + 1
+    assert helpers.check_labels(np.array([0, 1]), 2, num_labels=5) == 5
+
+
+def test_imdb_keeps_its_two_classes(tmp_path):
+    for label, name in ((0, "neg"), (1, "pos")):
+        folder = tmp_path / "aclImdb" / "train" / name
+        folder.mkdir(parents=True)
+        (folder / "0_1.txt").write_text("fine")
+    texts, labels = helpers.load_imdb("train", str(tmp_path), verbose=False)
+    assert sorted(labels.tolist()) == [0, 1]
 
 
 def test_tokenize_without_padding_rejects_bad_texts(tiny_tokenizer):
