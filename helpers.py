@@ -80,10 +80,22 @@ class Settings:
     compile: bool = False  # torch.compile(dynamic=True) for training: one graph for all widths
     train_size: int | None = None  # None: the whole split (25,000 reviews)
     test_size: int | None = None
+    # Reviews per split where a notebook trains three or more models (05, 06, 07, the benchmark),
+    # at most train_size / test_size; None: train_size / test_size themselves.
+    comparison_size: int | None = 2000
     cache_dir: str = str(Path.home() / ".cache" / "smart_batching")
 
     def describe(self) -> str:
-        return "\n".join(f"  {f.name:<14} {getattr(self, f.name)}" for f in dataclasses.fields(self))
+        return "\n".join(f"  {f.name:<15} {getattr(self, f.name)}" for f in dataclasses.fields(self))
+
+    def comparison_sizes(self) -> tuple[int | None, int | None]:
+        """(train, test) subset sizes for a notebook that trains several models: comparison_size,
+        capped by train_size / test_size (None: the whole split)."""
+        def capped(size):
+            if self.comparison_size is None:
+                return size
+            return self.comparison_size if size is None else min(size, self.comparison_size)
+        return capped(self.train_size), capped(self.test_size)
 
 
 # The tiny profile: small enough that all notebooks run in a few minutes on 2 CPU cores, big
@@ -93,6 +105,7 @@ class Settings:
 TINY_OVERRIDES = dict(
     data_source="synthetic", model_name=TINY_MODEL, max_len=128, batch_size=16,
     learning_rate=2e-3, warmup_steps=15, epochs=3, train_size=800, test_size=400,
+    comparison_size=None,
 )
 
 
@@ -136,13 +149,14 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
         "tokenizer_name": os.environ.get(ENV_PREFIX + "TOKENIZER"),
         "train_size": os.environ.get(ENV_PREFIX + "TRAIN_SIZE"),
         "test_size": os.environ.get(ENV_PREFIX + "TEST_SIZE"),
+        "comparison_size": os.environ.get(ENV_PREFIX + "COMPARISON_SIZE"),
         "epochs": os.environ.get(ENV_PREFIX + "EPOCHS"),
         "cache_dir": os.environ.get(ENV_PREFIX + "CACHE"),
     }
     for key, raw in env.items():
         if raw is None or raw.strip() == "":
             continue
-        if key in ("train_size", "test_size", "epochs"):
+        if key in ("train_size", "test_size", "comparison_size", "epochs"):
             values[key] = _count_from_env(key, raw.strip())
         elif key == "data_source" and raw not in DATA_SOURCES and not _looks_like_path(raw):
             raise ValueError(f"{ENV_PREFIX}DATA={raw!r}: expected one of {', '.join(DATA_SOURCES)} "
@@ -154,9 +168,9 @@ def get_settings(profile: str | None = None, **overrides) -> Settings:
     if unknown:
         raise ValueError(f"unknown setting(s): {sorted(unknown)}")
     settings = Settings(**values)
-    for name in ("max_len", "batch_size", "epochs", "train_size", "test_size"):
+    for name in ("max_len", "batch_size", "epochs", "train_size", "test_size", "comparison_size"):
         value = getattr(settings, name)
-        if value is None and name in ("train_size", "test_size"):
+        if value is None and name in ("train_size", "test_size", "comparison_size"):
             continue  # the whole split
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"{name} must be a whole number, got {value!r}")
@@ -170,7 +184,7 @@ DATA_SOURCES = ("auto", "tfds", "download", "synthetic")
 
 def _count_from_env(key: str, raw: str) -> int | None:
     """A size or epoch count from the environment, or a ValueError naming the variable."""
-    sizes = key in ("train_size", "test_size")
+    sizes = key in ("train_size", "test_size", "comparison_size")
     if sizes and raw.lower() in ("all", "none"):
         return None
     if re.fullmatch(r"\d+", raw) and int(raw) >= 1:
@@ -752,6 +766,23 @@ def _budget_runs(order, sorted_lengths, cap, max_tokens, rng=None) -> list[np.nd
     return runs
 
 
+def token_budget(lengths, batch_size: int) -> int:
+    """A max_tokens budget that keeps batch_size's training dynamics: batch_size x the mean length
+    (at least the longest sequence, which must fit).
+
+    With it an epoch has about as many optimizer steps as with batch_size (each batch holds
+    about batch_size sequences' worth of real tokens), so the recipe's learning rate and schedule
+    still fit, while no batch exceeds the budget: on IMDB at max_len 400, 16 x 254 = 4,064
+    tokens, below the 16 x 400 = 6,400 of a fixed-padding batch. A larger budget gives fewer,
+    fuller steps (what a GPU likes) but fewer updates per epoch: with the recipe's learning rate a
+    budget of 6,400 took 42 steps instead of 63 on 1,000 IMDB reviews and lost 7.6 points of
+    accuracy after one epoch (README, the recorded benchmark).
+    """
+    lengths = _check_lengths(lengths)
+    check_batch_size(batch_size)
+    return max(int(math.ceil(batch_size * lengths.mean())), int(lengths.max()))
+
+
 def sorted_batch_indices(lengths, batch_size: int | None, max_tokens: int | None = None):
     """Deterministic batches in pure length order, shortest first: least padding, for evaluation."""
     lengths = _check_lengths(lengths)
@@ -817,7 +848,7 @@ def padded_width(longest: int, pad_to: int | None = None, pad_to_multiple_of: in
 
     Rounding up buckets the widths (at most max_len / multiple distinct ones), which helps where
     every new shape costs a set-up (a cuDNN plan, a torch.compile graph without dynamic shapes),
-    at the price of the [PAD] tokens it adds: count them with `count_tokens_for`.
+    at the price of the [PAD] tokens it adds: count them with `count_tokens`.
     """
     width = pad_to or longest
     if pad_to_multiple_of is None:
@@ -906,24 +937,19 @@ def make_fixed_batches(input_ids, labels, batch_size: int, pad_id: int, max_len:
     return (*batches, indices) if return_indices else batches
 
 
-def count_tokens(py_attn_masks) -> dict:
-    """Real tokens (mask = 1), tokens processed (all positions, [PAD] included), and their ratio."""
-    real = sum(int(m.sum()) for m in py_attn_masks)
-    padded = sum(int(m.numel()) for m in py_attn_masks)
-    return dict(real_tokens=real, padded_tokens=padded, pad_tokens=padded - real,
-                efficiency=real / padded if padded else float("nan"))
-
-
-def count_tokens_for(lengths, batch_indices, pad_to: int | None = None,
-                     pad_to_multiple_of: int | None = None) -> dict:
-    """The same counts straight from lengths and batch indices, without building tensors."""
+def count_tokens(lengths, batch_indices, pad_to: int | None = None,
+                 pad_to_multiple_of: int | None = None) -> dict:
+    """The tokens of these batches, from the sequences' lengths (no tensors needed): real_tokens,
+    the sequences' own; processed_tokens, every position the model computes ([PAD] included), with
+    each batch padded to its longest (or pad_to, rounded up to pad_to_multiple_of as `pad_batch`
+    does); pad_tokens, the difference; efficiency, real / processed."""
     lengths = np.asarray(lengths)
     real = padded = 0
     for idx in batch_indices:
         batch = lengths[np.asarray(idx)]
         real += int(batch.sum())
         padded += len(batch) * padded_width(int(batch.max()), pad_to, pad_to_multiple_of)
-    return dict(real_tokens=real, padded_tokens=padded, pad_tokens=padded - real,
+    return dict(real_tokens=real, processed_tokens=padded, pad_tokens=padded - real,
                 efficiency=real / padded if padded else float("nan"))
 
 
@@ -934,9 +960,13 @@ def count_tokens_for(lengths, batch_indices, pad_to: int | None = None,
 class TokenizedDataset(torch.utils.data.Dataset):
     """Unpadded token ids and labels; item i is {"input_ids": [...], "labels": label}."""
 
-    def __init__(self, input_ids: Sequence[Sequence[int]], labels, num_labels: int | None = None):
+    def __init__(self, input_ids: Sequence[Sequence[int]], labels, num_labels: int | None = None,
+                 texts: Sequence[str] | None = None):
         self.num_labels = check_labels(labels, len(input_ids), num_labels)
         self.input_ids, self.labels = input_ids, np.asarray(labels, dtype=np.int64)
+        self.texts = texts  # the texts they came from, if given (prepare_data keeps them)
+        # What every sampler and token counter needs, computed once.
+        self.lengths = np.fromiter((len(s) for s in input_ids), dtype=np.int64, count=len(input_ids))
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -944,9 +974,32 @@ class TokenizedDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         return {"input_ids": self.input_ids[i], "labels": int(self.labels[i])}
 
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(s) for s in self.input_ids), dtype=np.int64, count=len(self))
+
+@dataclasses.dataclass
+class PreparedData:
+    """What `prepare_data` returns: the tokenizer, its [PAD] id and the tokenized splits."""
+
+    tokenizer: object
+    pad_id: int
+    train: TokenizedDataset | None
+    test: TokenizedDataset | None
+
+
+def prepare_data(settings: Settings, comparison: bool = False, splits=("train", "test"),
+                 verbose: bool = True) -> PreparedData:
+    """Steps 0 and 1 in one call: the tokenizer, and each split loaded and tokenized without
+    padding. Subset sizes come from the settings: train_size / test_size, or with comparison=True
+    (a notebook that trains several models) settings.comparison_sizes()."""
+    tokenizer = load_tokenizer(settings)
+    sizes = dict(zip(SPLITS, settings.comparison_sizes() if comparison else
+                     (settings.train_size, settings.test_size)))
+    data = {}
+    for split in splits:
+        texts, labels = load_imdb(split, settings.data_source, sizes[split], settings.seed,
+                                  cache_dir=settings.cache_dir, verbose=verbose)
+        input_ids = tokenize_without_padding(texts, tokenizer, settings.max_len, verbose=verbose)
+        data[split] = TokenizedDataset(input_ids, labels, texts=texts)
+    return PreparedData(tokenizer, tokenizer.pad_token_id, data.get("train"), data.get("test"))
 
 
 class PadCollator:

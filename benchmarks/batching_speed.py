@@ -120,13 +120,13 @@ def format_row(row: dict) -> str:
 def token_comparison(lengths, batch_size: int, max_len: int, seed: int = 0) -> dict:
     """Tokens one epoch processes with fixed padding to max_len, with smart batches, and with
     SmartBatchSampler's token budget of batch_size * max_len (the fixed batches' own size)."""
-    fixed = helpers.count_tokens_for(
+    fixed = helpers.count_tokens(
         lengths, helpers.fixed_batch_indices(len(lengths), batch_size, seed), pad_to=max_len)
-    smart = helpers.count_tokens_for(lengths, helpers.smart_batch_indices(lengths, batch_size, seed))
+    smart = helpers.count_tokens(lengths, helpers.smart_batch_indices(lengths, batch_size, seed))
     max_tokens = batch_size * max_len
     budget_batches = helpers.SmartBatchSampler(lengths, None, max_tokens=max_tokens,
                                                seed=seed).all_batches()
-    budget = helpers.count_tokens_for(lengths, budget_batches)
+    budget = helpers.count_tokens(lengths, budget_batches)
     budget.update(max_tokens=max_tokens, batches=len(budget_batches),
                   largest_batch_tokens=max(len(b) * int(lengths[b].max()) for b in budget_batches))
     return dict(fixed=fixed, smart=smart, budget=budget)
@@ -136,12 +136,12 @@ def print_tokens(tokens: dict) -> None:
     fixed, smart, budget = tokens["fixed"], tokens["smart"], tokens["budget"]
     for name, counts in (("fixed padding", fixed), ("smart batches", smart),
                          (f"token budget {budget['max_tokens']:,}", budget)):
-        print(f"  {name}: {counts['padded_tokens']:>12,} tokens processed, "
+        print(f"  {name}: {counts['processed_tokens']:>12,} tokens processed, "
               f"{counts['real_tokens']:>12,} real, efficiency {counts['efficiency']:.1%}")
     print(f"  token budget: {budget['batches']:,} batches, the largest {budget['largest_batch_tokens']:,} "
           f"tokens (len * longest), within the budget: {budget['largest_batch_tokens'] <= budget['max_tokens']}")
-    print(f"  smart batches process {smart['padded_tokens'] / fixed['padded_tokens']:.1%} of the tokens "
-          f"of fixed padding ({fixed['padded_tokens'] / smart['padded_tokens']:.2f}x fewer)")
+    print(f"  smart batches process {smart['processed_tokens'] / fixed['processed_tokens']:.1%} of the tokens "
+          f"of fixed padding ({fixed['processed_tokens'] / smart['processed_tokens']:.2f}x fewer)")
 
 
 def parse_args(argv=None):

@@ -9,7 +9,9 @@
                    train_sampling_strategy="group_by_length", formerly group_by_length=True),
                    its indices cut into batches of batch_size, each padded to its longest
 5. token_budget    helpers.SmartBatchSampler with max_tokens: as many sequences per batch as fit
-                   in len(batch) * longest <= max_tokens (so fewer, larger batches of short reviews)
+                   in len(batch) * longest <= max_tokens (short reviews in large batches, long
+                   ones in small); by default helpers.token_budget, batch_size x the mean length,
+                   which keeps about batch_size's number of optimizer steps
 
 Every strategy trains a fresh copy of the same model (same seed) for --epochs on the same training
 subset with helpers.fine_tune, then evaluates on the same test subset with helpers.evaluate,
@@ -138,7 +140,6 @@ STRATEGY_LIST = [
 STRATEGIES = {s.name: s for s in STRATEGY_LIST}
 DEFAULT_STRATEGIES = ("fixed", "dynamic", "smart", "length_grouped", "token_budget")
 QUICK_SIZES = dict(train_size=256, test_size=256)
-REAL_SIZES = dict(train_size=1000, test_size=1000)  # when neither the CLI nor the environment says
 
 
 def build_batches(strategy: Strategy, split: helpers.TokenizedDataset, indices, pad_id: int,
@@ -148,7 +149,7 @@ def build_batches(strategy: Strategy, split: helpers.TokenizedDataset, indices, 
     pad_to = max_len if strategy.pad_to_max_len else None
     batches = helpers.as_batch_dicts(*helpers.batches_from_indices(
         split.input_ids, split.labels, indices, pad_id, pad_to, multiple))
-    return batches, helpers.count_tokens_for(split.lengths, indices, pad_to, multiple)
+    return batches, helpers.count_tokens(split.lengths, indices, pad_to, multiple)
 
 
 def step_shapes(batches: list[dict]) -> dict:
@@ -210,12 +211,12 @@ def run_strategy(strategy: Strategy, settings, train: helpers.TokenizedDataset,
     cuda_peak = helpers.peak_memory_mb(device) if device.type == "cuda" else None
     eval_shapes = step_shapes(batches)
     del model, batches
-    padded = sum(c["padded_tokens"] for c in counts)
+    padded = sum(c["processed_tokens"] for c in counts)
     real = sum(c["real_tokens"] for c in counts)
     return dict(
         name=strategy.name, label=strategy.label,
         train_batching=strategy.train_batching, eval_batching=strategy.eval_batching,
-        padded_tokens=padded, real_tokens=real, efficiency=real / padded,
+        processed_tokens=padded, real_tokens=real, efficiency=real / padded,
         train_seconds=sum(h["seconds"] for h in history),
         train_steps=sum(h["steps"] for h in history),
         train_steps_per_epoch=[h["steps"] for h in history],
@@ -225,7 +226,7 @@ def run_strategy(strategy: Strategy, settings, train: helpers.TokenizedDataset,
         distinct_widths=max(s["distinct_widths"] for s in shapes),
         mean_loss_last_epoch=float(np.mean(history[-1]["losses"])),
         build_seconds=build_seconds[0],
-        eval_padded_tokens=eval_counts["padded_tokens"], eval_real_tokens=eval_counts["real_tokens"],
+        eval_processed_tokens=eval_counts["processed_tokens"], eval_real_tokens=eval_counts["real_tokens"],
         eval_efficiency=eval_counts["efficiency"], eval_steps=len(test_indices),
         eval_distinct_widths=eval_shapes["distinct_widths"],
         eval_seconds=evaluation["seconds"], eval_build_seconds=eval_build_seconds,
@@ -238,7 +239,7 @@ def add_ratios(strategies: list[dict]) -> str:
     """Each strategy's times, tokens and memory as a ratio to the baseline's (1.0 for it): fixed
     padding when it ran, else the first strategy. Returns the baseline's name."""
     base = next((s for s in strategies if s["name"] == "fixed"), strategies[0])
-    keys = ["train_seconds", "eval_seconds", "padded_tokens", "eval_padded_tokens", "peak_mem_mb"]
+    keys = ["train_seconds", "eval_seconds", "processed_tokens", "eval_processed_tokens", "peak_mem_mb"]
     if base.get("cuda_peak_mem_mb"):
         keys.append("cuda_peak_mem_mb")
     for s in strategies:
@@ -337,7 +338,7 @@ def markdown_report(results: dict) -> str:
         lines.append(
             f"| {s['label']} | {s['train_steps']:,} "
             f"| {s.get('sequences_per_step_mean', float('nan')):.1f} / {s.get('sequences_per_step_max', '?')} "
-            f"| {s.get('distinct_widths', '?')} | {s['padded_tokens']:,} | {s['efficiency']:.1%} "
+            f"| {s.get('distinct_widths', '?')} | {s['processed_tokens']:,} | {s['efficiency']:.1%} "
             f"| {fmt_seconds(s['train_seconds'])} | {r['train_seconds']:.2f} "
             f"| {fmt_seconds(s['eval_seconds'])} | {r['eval_seconds']:.2f} "
             f"| {s[mem_key]:,.0f} MiB | {s['accuracy']:.3f} |")
@@ -394,9 +395,9 @@ def plot_results(results: dict, title: str | None = None):
                       labels=[f" {s['ratios']['train_seconds']:.2f}x" for s in strategies])
     ax_time.set_title("Time (label: train time / fixed padding's)")
 
-    most = max(s["padded_tokens"] for s in strategies)
+    most = max(s["processed_tokens"] for s in strategies)
     scale, unit = (1e6, "million") if most >= 1e6 else (1e3, "thousand")
-    for key, color, label in (("padded_tokens", "lightgray", "processed (padding included)"),
+    for key, color, label in (("processed_tokens", "lightgray", "processed (padding included)"),
                               ("real_tokens", "tab:green", "real tokens")):  # real drawn over processed
         sns.barplot(x=[s[key] / scale for s in strategies], y=names, color=color, label=label,
                     errorbar=None, ax=ax_tokens)
@@ -446,13 +447,14 @@ def parse_args(argv=None):
                         f"(needed with {helpers.RANDOM_BERT_BASE})")
     parser.add_argument("--train-size", type=size_arg, help="training subset ('all' for 25,000; "
                         f"default {QUICK_SIZES['train_size']} with --quick, else "
-                        f"$SMART_BATCHING_TRAIN_SIZE or {REAL_SIZES['train_size']})")
+                        "the full profile's comparison_size, 2,000)")
     parser.add_argument("--test-size", type=size_arg, help="test subset (defaults as --train-size)")
     parser.add_argument("--max-len", type=int, help="default 400 (128 with --quick)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--max-tokens", type=int, help="token budget of token_budget "
-                                                       "(default batch_size * max_len)")
+    parser.add_argument("--max-tokens", type=int, help="token budget of token_budget (default "
+                        "helpers.token_budget: batch_size x the mean training length; the recorded "
+                        "run of 2026-11-24 used batch_size x max_len)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--amp", choices=("on", "off"), default="on",
                         help="CUDA only: autocast (bf16 where supported, else fp16)")
@@ -493,10 +495,11 @@ def make_settings(args):
             overrides.setdefault(key, value)
         return helpers.get_settings("tiny", **overrides)
     settings = helpers.get_settings("full", **overrides)
-    for key, value in REAL_SIZES.items():  # a fixed subset unless asked for more
-        if getattr(settings, key) is None and key not in overrides and not os.environ.get(
-                helpers.ENV_PREFIX + key.upper()):
-            setattr(settings, key, value)
+    # Sizes not given here: the profile's, as notebooks 05-07 use them (settings.comparison_sizes:
+    # 2,000 of each split in the full profile, $SMART_BATCHING_COMPARISON_SIZE to change it).
+    for key, size in zip(("train_size", "test_size"), settings.comparison_sizes()):
+        if key not in overrides:
+            setattr(settings, key, size)
     return settings
 
 
@@ -514,9 +517,8 @@ def main(argv=None) -> dict:
     device = pick_device(args.device)
     amp = args.amp == "on" and device.type == "cuda"
     amp_dtype = helpers.autocast_dtype(device) if amp else None
-    max_tokens = args.max_tokens or settings.batch_size * settings.max_len
-    if max_tokens < settings.max_len:
-        raise SystemExit(f"--max-tokens {max_tokens} is below max_len {settings.max_len}: the longest "
+    if args.max_tokens is not None and args.max_tokens < settings.max_len:
+        raise SystemExit(f"--max-tokens {args.max_tokens} is below max_len {settings.max_len}: the longest "
                          "reviews would not fit in any batch")
     verbose = not args.quiet
     # Five model loads would print five identical load reports ("classifier ... newly initialized").
@@ -543,6 +545,10 @@ def main(argv=None) -> dict:
         print(f"  tokenized {len(texts):,} {split} reviews in {time.perf_counter() - start:.1f} s")
     train, test = splits["train"], splits["test"]
     pad_id = tokenizer.pad_token_id
+    # The budget: given, or batch_size x the training reviews' mean length (helpers.token_budget).
+    max_tokens = args.max_tokens or helpers.token_budget(train.lengths, settings.batch_size)
+    print(f"Token budget of token_budget: {max_tokens:,} tokens"
+          + ("" if args.max_tokens else f" (batch size {settings.batch_size} x the mean length)"))
 
     print(f"Warm-up: {args.warmup_steps} training steps on a throwaway model")
     warm_up_batches, _ = build_batches(STRATEGIES["fixed"], train, helpers.fixed_batch_indices(
@@ -557,7 +563,7 @@ def main(argv=None) -> dict:
               f"{strategy.train_batching}; evaluate on {strategy.eval_batching}", flush=True)
         result = run_strategy(strategy, settings, train, test, pad_id, max_tokens, device, amp, verbose)
         strategies.append(result)
-        print(f"  => {result['train_steps']:,} steps, {result['padded_tokens']:,} tokens processed "
+        print(f"  => {result['train_steps']:,} steps, {result['processed_tokens']:,} tokens processed "
               f"({result['efficiency']:.1%} real), train {result['train_seconds']:.2f} s, "
               f"eval {result['eval_seconds']:.2f} s, accuracy {result['accuracy']:.3f}, "
               f"peak memory {result['peak_mem_mb']:,.0f} MiB"

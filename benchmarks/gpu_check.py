@@ -240,7 +240,7 @@ def markdown(results: dict) -> str:
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for s in part["strategies"]:
             lines.append(f"| {s['label']} | {s['train_steps']:,} | {s['distinct_widths']} "
-                         f"| {s['padded_tokens']:,} | {s['train_seconds']:.1f} s "
+                         f"| {s['processed_tokens']:,} | {s['train_seconds']:.1f} s "
                          f"({s['ratios']['train_seconds']:.2f}) | {s['eval_seconds']:.1f} s "
                          f"({s['ratios']['eval_seconds']:.2f}) | {s['accuracy']:.3f} |")
         setup = part["metadata"]["setup"]

@@ -160,13 +160,13 @@ def test_fixed_batches_cover_everything(n, batch_size, seed):
 @given(data=st.data(), lengths=lengths_st, batch_size=st.integers(1, 40), seed=seed_st)
 def test_smart_never_processes_more_tokens_than_fixed_padding(data, lengths, batch_size, seed):
     max_len = data.draw(st.integers(int(lengths.max()), 80))
-    smart = helpers.count_tokens_for(lengths, helpers.smart_batch_indices(lengths, batch_size, seed))
-    fixed = helpers.count_tokens_for(lengths, helpers.fixed_batch_indices(len(lengths), batch_size, seed),
+    smart = helpers.count_tokens(lengths, helpers.smart_batch_indices(lengths, batch_size, seed))
+    fixed = helpers.count_tokens(lengths, helpers.fixed_batch_indices(len(lengths), batch_size, seed),
                                      pad_to=max_len)
     assert smart["real_tokens"] == fixed["real_tokens"] == lengths.sum()
-    assert smart["padded_tokens"] <= fixed["padded_tokens"]
-    assert fixed["padded_tokens"] == len(lengths) * max_len
-    assert smart["pad_tokens"] == smart["padded_tokens"] - smart["real_tokens"] >= 0
+    assert smart["processed_tokens"] <= fixed["processed_tokens"]
+    assert fixed["processed_tokens"] == len(lengths) * max_len
+    assert smart["pad_tokens"] == smart["processed_tokens"] - smart["real_tokens"] >= 0
 
 
 def realistic_lengths(n, seed, max_len=400):
@@ -181,11 +181,11 @@ def test_smart_batches_come_within_one_percent_of_the_real_tokens_at_imdb_scale(
     # 25,000 reviews (an IMDB split) in batches of 16, input in random or sorted order
     lengths = realistic_lengths(25_000, seed)
     for order in (lengths, np.sort(lengths)):
-        counts = helpers.count_tokens_for(order, helpers.smart_batch_indices(order, 16, seed=seed))
-        assert counts["padded_tokens"] <= 1.01 * counts["real_tokens"]
-        fixed = helpers.count_tokens_for(order, helpers.fixed_batch_indices(len(order), 16, seed),
+        counts = helpers.count_tokens(order, helpers.smart_batch_indices(order, 16, seed=seed))
+        assert counts["processed_tokens"] <= 1.01 * counts["real_tokens"]
+        fixed = helpers.count_tokens(order, helpers.fixed_batch_indices(len(order), 16, seed),
                                          pad_to=400)
-        assert counts["padded_tokens"] < 0.7 * fixed["padded_tokens"]
+        assert counts["processed_tokens"] < 0.7 * fixed["processed_tokens"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -193,10 +193,10 @@ def test_5000_realistic_lengths(seed):
     # With 5,000 sequences the random runs leave wider gaps (fewer sequences per length), so the
     # recipe's method pads a little more; pure length order stays within 1 %.
     lengths = realistic_lengths(5_000, seed)
-    smart = helpers.count_tokens_for(lengths, helpers.smart_batch_indices(lengths, 16, seed=seed))
-    assert smart["padded_tokens"] <= 1.02 * smart["real_tokens"]
-    ordered = helpers.count_tokens_for(lengths, helpers.sorted_batch_indices(lengths, 16))
-    assert ordered["padded_tokens"] <= 1.01 * ordered["real_tokens"]
+    smart = helpers.count_tokens(lengths, helpers.smart_batch_indices(lengths, 16, seed=seed))
+    assert smart["processed_tokens"] <= 1.02 * smart["real_tokens"]
+    ordered = helpers.count_tokens(lengths, helpers.sorted_batch_indices(lengths, 16))
+    assert ordered["processed_tokens"] <= 1.01 * ordered["real_tokens"]
 
 
 @FEW
@@ -207,7 +207,10 @@ def test_count_tokens_from_masks_equals_count_from_lengths(lengths, batch_size, 
     batches = helpers.smart_batch_indices(lengths, batch_size, seed=seed)
     _, masks, _ = helpers.batches_from_indices(input_ids, np.zeros(len(lengths), int), batches,
                                                pad_id=0, pad_to=pad_to)
-    assert helpers.count_tokens(masks) == helpers.count_tokens_for(lengths, batches, pad_to=pad_to)
+    counts = helpers.count_tokens(lengths, batches, pad_to=pad_to)
+    assert counts["real_tokens"] == sum(int(m.sum()) for m in masks)  # the masks' ones
+    assert counts["processed_tokens"] == sum(m.numel() for m in masks)  # every cell
+    assert counts["pad_tokens"] == counts["processed_tokens"] - counts["real_tokens"]
 
 
 def test_pad_batch_pads_on_the_right():
@@ -217,3 +220,18 @@ def test_pad_batch_pads_on_the_right():
     assert ids.dtype == mask.dtype == torch.long
     with pytest.raises(ValueError, match="does not fit"):
         helpers.pad_batch([[1, 2, 3]], pad_id=0, pad_to=2)
+
+
+def test_token_budget_keeps_about_batch_size_steps_and_lowers_the_peak():
+    """helpers.token_budget: batch_size x the mean length gives about as many batches as
+    batch_size does (the recipe's number of optimizer steps), each within the budget."""
+    rng = np.random.default_rng(3)
+    lengths = np.clip(rng.lognormal(np.log(230), 0.6, 25_000).astype(int), 13, 400)
+    budget = helpers.token_budget(lengths, 16)
+    assert budget == int(np.ceil(16 * lengths.mean())) < 16 * 400
+    batches = helpers.smart_batch_indices(lengths, None, seed=0, max_tokens=budget)
+    assert abs(len(batches) / (len(lengths) / 16) - 1) < 0.1
+    assert max(len(b) * lengths[b].max() for b in batches) <= budget
+    short = np.full(10, 3)
+    short[0] = 50  # one long sequence: the budget must still hold it
+    assert helpers.token_budget(short, 2) == 50

@@ -15,8 +15,8 @@ sys.path.insert(0, str(BENCHMARKS))
 import batching_speed  # noqa: E402
 import compare_strategies  # noqa: E402
 
-REQUIRED = {"name", "label", "padded_tokens", "real_tokens", "efficiency", "train_seconds",
-            "train_steps", "eval_seconds", "eval_padded_tokens", "eval_real_tokens", "accuracy",
+REQUIRED = {"name", "label", "processed_tokens", "real_tokens", "efficiency", "train_seconds",
+            "train_steps", "eval_seconds", "eval_processed_tokens", "eval_real_tokens", "accuracy",
             "peak_mem_mb", "ratios", "sequences_per_step_mean", "sequences_per_step_max",
             "largest_batch_tokens", "distinct_widths"}
 TRAIN_SIZE, TEST_SIZE, BATCH_SIZE, MAX_LEN = 40, 24, 8, 64
@@ -69,16 +69,16 @@ def test_token_counts(quick_run):
     results, _, _ = quick_run
     strategies = by_name(results)
     fixed = strategies["fixed"]
-    assert fixed["padded_tokens"] == TRAIN_SIZE * MAX_LEN  # one epoch, everything padded to max_len
-    assert fixed["eval_padded_tokens"] == TEST_SIZE * MAX_LEN
+    assert fixed["processed_tokens"] == TRAIN_SIZE * MAX_LEN  # one epoch, everything padded to max_len
+    assert fixed["eval_processed_tokens"] == TEST_SIZE * MAX_LEN
     # Every strategy trains on every review once and evaluates on every test review once.
     assert len({s["real_tokens"] for s in strategies.values()}) == 1
     assert len({s["eval_real_tokens"] for s in strategies.values()}) == 1
     for s in strategies.values():
-        assert 0 < s["efficiency"] <= 1 and s["padded_tokens"] <= fixed["padded_tokens"]
-        assert math.isclose(s["efficiency"], s["real_tokens"] / s["padded_tokens"])
-        assert math.isclose(s["ratios"]["padded_tokens"], s["padded_tokens"] / fixed["padded_tokens"])
-    assert strategies["smart"]["padded_tokens"] <= strategies["dynamic"]["padded_tokens"]
+        assert 0 < s["efficiency"] <= 1 and s["processed_tokens"] <= fixed["processed_tokens"]
+        assert math.isclose(s["efficiency"], s["real_tokens"] / s["processed_tokens"])
+        assert math.isclose(s["ratios"]["processed_tokens"], s["processed_tokens"] / fixed["processed_tokens"])
+    assert strategies["smart"]["processed_tokens"] <= strategies["dynamic"]["processed_tokens"]
 
 
 def test_steps_and_metadata(quick_run):
@@ -106,7 +106,10 @@ def test_steps_and_sequences_per_step(quick_run):
     assert strategies["fixed"]["distinct_widths"] == 1
     budget = strategies["token_budget"]
     assert budget["sequences_per_step_mean"] == pytest.approx(TRAIN_SIZE / budget["train_steps"])
-    assert budget["largest_batch_tokens"] <= quick_run[0]["metadata"]["setup"]["max_tokens"]
+    meta = quick_run[0]["metadata"]
+    assert budget["largest_batch_tokens"] <= meta["setup"]["max_tokens"]
+    # the default budget: batch size x the mean training length (helpers.token_budget)
+    assert meta["setup"]["max_tokens"] == math.ceil(BATCH_SIZE * meta["data"]["train_mean_tokens"])
 
 
 def test_loop_settings_are_recorded(quick_run):
@@ -119,7 +122,7 @@ def test_sizes_all_means_the_whole_split_and_bad_sizes_are_refused():
     settings = compare_strategies.make_settings(args)
     assert settings.train_size is None and settings.test_size == 300  # not the 1,000 default
     default = compare_strategies.make_settings(compare_strategies.parse_args([]))
-    assert default.train_size == compare_strategies.REAL_SIZES["train_size"]
+    assert (default.train_size, default.test_size) == (2000, 2000)  # the full profile's comparison_size
     for bad in ("abc", "0", "-5"):
         with pytest.raises(SystemExit):
             compare_strategies.parse_args(["--train-size", bad])
@@ -132,8 +135,8 @@ def test_a_run_without_fixed_padding_compares_to_its_first_strategy(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     smart, bucketed = results["strategies"]
     assert smart["ratios"]["train_seconds"] == 1
-    assert bucketed["padded_tokens"] >= smart["padded_tokens"]
-    assert bucketed["padded_tokens"] % 8 == 0 and bucketed["distinct_widths"] <= 64 // 8
+    assert bucketed["processed_tokens"] >= smart["processed_tokens"]
+    assert bucketed["processed_tokens"] % 8 == 0 and bucketed["distinct_widths"] <= 64 // 8
     assert "ratios are to Smart batching (recipe)" in (tmp_path / "results.md").read_text()
 
 
@@ -189,4 +192,4 @@ def test_synthetic_lengths_and_token_comparison():
     assert (lengths == 400).mean() > 0.05  # the long tail is truncated, as IMDB's is
     tokens = batching_speed.token_comparison(lengths, 16, 400)
     assert tokens["fixed"]["real_tokens"] == tokens["smart"]["real_tokens"] == lengths.sum()
-    assert tokens["smart"]["padded_tokens"] < tokens["fixed"]["padded_tokens"] == 5000 * 400
+    assert tokens["smart"]["processed_tokens"] < tokens["fixed"]["processed_tokens"] == 5000 * 400

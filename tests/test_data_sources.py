@@ -1,5 +1,6 @@
 """load_imdb's sources: an aclImdb folder, a .tar.gz, the download path (against a local HTTP
-server), tfds (mocked, when installed), synthetic reviews, and `auto` when nothing works."""
+server), synthetic reviews, and `auto` when nothing works. tfds, and `auto` through tfds, are in
+test_tfds_source.py (TensorFlow, in a process of its own)."""
 import hashlib
 import http.server
 import io
@@ -162,18 +163,6 @@ def test_a_cached_file_with_the_wrong_checksum_is_downloaded_again(tmp_path, arc
     (cache / "aclImdb_v1.tar.gz").write_bytes(b"truncated")
     path = helpers.download_imdb(str(cache), url=url, sha256=sha256)
     assert helpers.file_sha256(path) == sha256 and len(hits) == 1
-
-
-# -- tfds ------------------------------------------------------------------------------------------
-
-def test_tfds_source_with_mock_data():
-    tfds = pytest.importorskip("tensorflow_datasets",
-                               reason="tensorflow_datasets is not installed (Colab has it)")
-    with tfds.testing.mock_data(num_examples=6):
-        texts, labels = helpers.load_imdb("train", source="tfds", verbose=False)
-    assert len(texts) == len(labels) == 6
-    assert all(isinstance(t, str) for t in texts)
-    assert set(labels.tolist()) <= {0, 1}
 
 
 # -- synthetic -------------------------------------------------------------------------------------

@@ -136,10 +136,10 @@ def test_bucketing_bounds_the_number_of_batch_widths():
     assert len(widths) > 250  # nearly every length from 13 to 400 shows up as a width
     assert len(bucketed) <= 400 // 8 and all(w % 8 == 0 for w in bucketed)
     # the tokens it adds are counted: at most 7 per sequence
-    plain = helpers.count_tokens_for(lengths, batches)
-    rounded = helpers.count_tokens_for(lengths, batches, pad_to_multiple_of=8)
+    plain = helpers.count_tokens(lengths, batches)
+    rounded = helpers.count_tokens(lengths, batches, pad_to_multiple_of=8)
     assert rounded["real_tokens"] == plain["real_tokens"]
-    assert 0 < rounded["padded_tokens"] - plain["padded_tokens"] <= 7 * len(lengths)
+    assert 0 < rounded["processed_tokens"] - plain["processed_tokens"] <= 7 * len(lengths)
 
 
 def test_bucketing_in_padding_collator_and_counter_agree(tiny_tokenizer):
@@ -150,7 +150,9 @@ def test_bucketing_in_padding_collator_and_counter_agree(tiny_tokenizer):
                                                                return_indices=True, pad_to_multiple_of=8)
     assert all(x.shape[1] % 8 == 0 for x in inputs)
     lengths = np.array([len(s) for s in ids])
-    assert helpers.count_tokens(masks) == helpers.count_tokens_for(lengths, indices, pad_to_multiple_of=8)
+    counts = helpers.count_tokens(lengths, indices, pad_to_multiple_of=8)
+    assert counts["processed_tokens"] == sum(m.numel() for m in masks)
+    assert counts["real_tokens"] == sum(int(m.sum()) for m in masks)
     collated = helpers.PadCollator(pad_id, pad_to_multiple_of=8)([{"input_ids": ids[i]} for i in indices[0]])
     torch.testing.assert_close(collated["input_ids"], inputs[0])
     assert helpers.padded_width(17, pad_to_multiple_of=None) == 17

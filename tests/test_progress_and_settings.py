@@ -99,8 +99,81 @@ def test_profile_from_environment(monkeypatch):
     monkeypatch.setenv("SMART_BATCHING_PROFILE", "tiny")
     assert helpers.get_settings().profile == "tiny"
     monkeypatch.setenv("SMART_BATCHING_PROFILE", "huge")
-    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+    with pytest.raises(ValueError, match="SMART_BATCHING_PROFILE='huge': expected 'full', 'tiny' or 'auto'"):
         helpers.get_settings()
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        helpers.get_settings("huge")
+
+
+@pytest.mark.parametrize("colab, cuda, expected, says_why", [
+    (True, False, "tiny", True),    # Colab's CPU runtime: the full recipe would not finish
+    (True, True, "full", False),    # Colab with a GPU
+    (False, True, "full", False),   # any CUDA machine
+    (False, False, "tiny", False),  # a laptop, CI
+])
+def test_auto_profile_is_full_only_with_cuda(monkeypatch, capsys, colab, cuda, expected, says_why):
+    monkeypatch.delenv("SMART_BATCHING_PROFILE", raising=False)
+    monkeypatch.setattr(helpers, "in_colab", lambda: colab)
+    monkeypatch.setattr(helpers.torch.cuda, "is_available", lambda: cuda)
+    assert helpers.get_settings().profile == expected
+    assert helpers.get_settings("auto").profile == expected
+    out = capsys.readouterr().out
+    if says_why:
+        lines = out.strip().splitlines()
+        assert len(lines) == 2 and lines[0] == lines[1], out  # one line per call
+        assert "'tiny'" in lines[0] and "no GPU" in lines[0]
+        assert "GPU" in lines[0].split("no GPU", 1)[1] and 'profile="full"' in lines[0]
+    else:
+        assert out == ""
+
+
+def test_asking_for_a_profile_in_colab_without_a_gpu_is_obeyed_silently(monkeypatch, capsys):
+    monkeypatch.setattr(helpers, "in_colab", lambda: True)
+    monkeypatch.setattr(helpers.torch.cuda, "is_available", lambda: False)
+    assert helpers.get_settings("full").profile == "full"
+    monkeypatch.setenv("SMART_BATCHING_PROFILE", "full")
+    assert helpers.get_settings().profile == "full"
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("variable, value, accepts", [
+    ("SMART_BATCHING_TRAIN_SIZE", "abc", "a whole number >= 1 or 'all'"),
+    ("SMART_BATCHING_TRAIN_SIZE", "0", "a whole number >= 1 or 'all'"),
+    ("SMART_BATCHING_TRAIN_SIZE", "-5", "a whole number >= 1 or 'all'"),
+    ("SMART_BATCHING_TEST_SIZE", "2.5", "a whole number >= 1 or 'all'"),
+    ("SMART_BATCHING_TEST_SIZE", "1e3", "a whole number >= 1 or 'all'"),
+    ("SMART_BATCHING_EPOCHS", "0", "a whole number >= 1"),
+    ("SMART_BATCHING_EPOCHS", "all", "a whole number >= 1"),
+    ("SMART_BATCHING_EPOCHS", "one", "a whole number >= 1"),
+    ("SMART_BATCHING_PROFILE", "ful", "'full', 'tiny' or 'auto'"),
+    ("SMART_BATCHING_DATA", "tdfs", "auto, tfds, download, synthetic or the path of an aclImdb folder"),
+])
+def test_a_bad_environment_value_names_its_variable_and_what_it_accepts(monkeypatch, variable, value, accepts):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError) as error:
+        helpers.get_settings()
+    message = str(error.value)
+    assert message.startswith(f"{variable}={value!r}: expected "), message
+    assert accepts in message, message
+
+
+@pytest.mark.parametrize("value, expected", [("all", None), ("ALL", None), ("none", None), (" 64 ", 64),
+                                             ("1", 1), ("", 800)])
+def test_good_size_values_from_the_environment(monkeypatch, value, expected):
+    monkeypatch.setenv("SMART_BATCHING_TRAIN_SIZE", value)
+    assert helpers.get_settings("tiny").train_size == expected  # "": unset, the profile's 800
+
+
+@pytest.mark.parametrize("name, value, match", [
+    ("train_size", 0, "train_size must be >= 1, got 0"),
+    ("test_size", -1, "test_size must be >= 1, got -1"),
+    ("train_size", "2000", "train_size must be a whole number, got '2000'"),
+    ("epochs", 1.5, "epochs must be a whole number, got 1.5"),
+    ("max_len", True, "max_len must be a whole number, got True"),
+])
+def test_bad_keyword_sizes_are_rejected(name, value, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        helpers.get_settings("tiny", **{name: value})
 
 
 def test_bad_settings_are_rejected():
@@ -127,3 +200,22 @@ def test_random_bert_base_has_bert_base_shape_and_borrows_a_tokenizer():
     assert helpers.load_tokenizer(settings).pad_token_id == 0
     with pytest.raises(ValueError, match="tokenizer_name"):
         helpers.load_tokenizer(helpers.get_settings("full", model_name=helpers.RANDOM_BERT_BASE))
+
+
+def test_comparison_sizes_come_from_the_profile(monkeypatch):
+    """Notebooks that train several models (05-07) and the benchmark take their subset sizes from
+    the profile, capped by train_size / test_size, instead of numbers of their own."""
+    monkeypatch.delenv("SMART_BATCHING_TRAIN_SIZE", raising=False)
+    monkeypatch.delenv("SMART_BATCHING_TEST_SIZE", raising=False)
+    monkeypatch.delenv("SMART_BATCHING_COMPARISON_SIZE", raising=False)
+    assert helpers.get_settings("full").comparison_sizes() == (2000, 2000)
+    assert helpers.get_settings("tiny").comparison_sizes() == (800, 400)  # the tiny profile's own
+    assert helpers.get_settings("full", train_size=500).comparison_sizes() == (500, 2000)
+    assert helpers.get_settings("full", comparison_size=None).comparison_sizes() == (None, None)
+    monkeypatch.setenv("SMART_BATCHING_COMPARISON_SIZE", "all")
+    assert helpers.get_settings("full").comparison_sizes() == (None, None)
+    monkeypatch.setenv("SMART_BATCHING_COMPARISON_SIZE", "300")
+    assert helpers.get_settings("full").comparison_sizes() == (300, 300)
+    monkeypatch.setenv("SMART_BATCHING_COMPARISON_SIZE", "0")
+    with pytest.raises(ValueError, match="SMART_BATCHING_COMPARISON_SIZE='0': expected a whole number >= 1 or 'all'"):
+        helpers.get_settings("full")
