@@ -1,11 +1,11 @@
 """Smart batching for fine-tuning and evaluating BERT on IMDB: the one module every notebook imports.
 
-Read top to bottom, it follows the tutorial:
+Read top to bottom, it follows the tutorial, then what the tutorial stands on:
 
-    settings -> progress helpers -> IMDB loading -> tokenizer and model
-    -> tokenize without padding -> smart batches (and the fixed-padding baseline)
-    -> a DataLoader version (sampler + collate) -> training and evaluation loops
-    -> peak memory
+    settings -> step 1: tokenize without padding -> step 2: smart batches (and the
+    fixed-padding baseline, the token counter) -> step 3: the PyTorch way (dataset, sampler,
+    collate) -> training and evaluation loops
+    then: progress lines -> IMDB and its sources -> tokenizer and model -> peak memory
 
 Two profiles share every line of code:
 
@@ -13,13 +13,19 @@ Two profiles share every line of code:
 * ``tiny``: generated reviews, a 2-layer BERT built from a config and a WordPiece tokenizer
   trained on the spot. No network, seconds on a CPU. CI runs every notebook this way.
 
-Pick one with the environment variable ``SMART_BATCHING_PROFILE`` (``full``, ``tiny`` or ``auto``,
-the default: ``full`` in Colab or on a CUDA machine, ``tiny`` elsewhere). Other overrides:
-``SMART_BATCHING_DATA`` (``auto``, ``tfds``, ``download``, ``synthetic`` or a path to an aclImdb
-folder / ``.tar.gz``), ``SMART_BATCHING_MODEL`` (a hub name or a local folder),
-``SMART_BATCHING_TOKENIZER`` (when it is not the model's own, e.g. for ``random-bert-base``),
-``SMART_BATCHING_TRAIN_SIZE`` and ``SMART_BATCHING_TEST_SIZE`` (subset sizes),
+Pick one in a notebook's settings cell, ``helpers.get_settings(profile=..., **overrides)``, or for
+headless runs with the environment variable ``SMART_BATCHING_PROFILE`` (``full``, ``tiny`` or
+``auto``, the default: ``full`` with a CUDA GPU, ``tiny`` without one, a Colab CPU runtime
+included). Every other setting has a keyword and an environment variable: ``SMART_BATCHING_DATA``
+(``auto``, ``tfds``, ``download``, ``synthetic`` or a path to an aclImdb folder / ``.tar.gz``),
+``SMART_BATCHING_MODEL`` (a hub name or a local folder), ``SMART_BATCHING_TOKENIZER`` (when it is
+not the model's own, e.g. for ``random-bert-base``), ``SMART_BATCHING_TRAIN_SIZE``,
+``SMART_BATCHING_TEST_SIZE`` and ``SMART_BATCHING_COMPARISON_SIZE`` (subset sizes),
 ``SMART_BATCHING_EPOCHS`` and ``SMART_BATCHING_CACHE`` (where downloads go).
+
+The training and evaluation loops are written for a GPU as much as for the CPU: attention
+without cuDNN's per-shape plans (``ATTENTION_BACKENDS``), no host-device wait in every step,
+fused AdamW, bf16 only where the GPU has it. ``benchmarks/gpu_check.py`` measures what that buys.
 """
 
 from __future__ import annotations
@@ -214,424 +220,6 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-# ----------------------------------------------------------------------------------------------
-# Progress: the recipe's two small helpers.
-# ----------------------------------------------------------------------------------------------
-
-def good_update_interval(total_iters: int, num_desired_updates: int) -> int:
-    """A round interval (1, 2, 5, 10, 20, 50, 100, ...) that prints about `num_desired_updates` lines.
-
-    The recipe rounds to a single significant digit; we round to 1, 2 or 5 times a power of ten,
-    and return at least 1 so that tiny or empty totals never divide by zero.
-    """
-    if total_iters < 0 or num_desired_updates < 1:
-        raise ValueError("total_iters must be >= 0 and num_desired_updates >= 1")
-    exact = total_iters / num_desired_updates
-    if exact <= 1:
-        return 1
-    magnitude = 10 ** math.floor(math.log10(exact))
-    for step in (1, 2, 5, 10):
-        if exact <= step * magnitude * 1.5:
-            return int(step * magnitude)
-    return int(10 * magnitude)
-
-
-def format_time(elapsed: float) -> str:
-    """Seconds as hh:mm:ss (rounded to the second)."""
-    return str(datetime.timedelta(seconds=int(round(max(0.0, float(elapsed))))))
-
-
-class Progress:
-    """Prints `done/total` about `updates` times with elapsed and estimated remaining time."""
-
-    def __init__(self, total: int, what: str = "", updates: int = 10, enabled: bool = True):
-        self.total, self.what, self.enabled = total, what, enabled
-        self.every = good_update_interval(total, updates)
-        self.start = time.perf_counter()
-
-    def due(self, done: int) -> bool:
-        """Whether `update(done)` prints: callers compute costly extras only then."""
-        return self.enabled and (done % self.every == 0 or done == self.total)
-
-    def update(self, done: int, extra: str = "") -> None:
-        if not self.due(done):
-            return
-        elapsed = time.perf_counter() - self.start
-        remaining = elapsed / done * (self.total - done) if done else 0.0
-        print(f"  {self.what} {done:>{len(str(self.total))},}/{self.total:,}  "
-              f"elapsed {format_time(elapsed)}  remaining {format_time(remaining)}{extra}", flush=True)
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
-# ----------------------------------------------------------------------------------------------
-# IMDB: one loader, four sources.
-# ----------------------------------------------------------------------------------------------
-
-SPLITS = ("train", "test")
-_ACLIMDB_FILE = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
-
-
-def load_imdb(split: str = "train", source: str = "auto", limit: int | None = None, seed: int = 321,
-              cache_dir: str | None = None, verbose: bool = True) -> tuple[list[str], np.ndarray]:
-    """Texts and 0/1 labels (1 = positive) of an IMDB split.
-
-    source: "tfds" (tensorflow_datasets, as the recipe), "download" (the official archive, cached,
-    sha256-checked), a path to an aclImdb folder or .tar.gz, "synthetic" (generated, offline), or
-    "auto": the first of tfds / a cached download / download that works, saying which it used.
-    limit: a random subset of that many reviews, half of each class (seeded).
-    """
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}: use one of {SPLITS}")
-    cache_dir = cache_dir or Settings.cache_dir
-    if source == "auto":
-        texts, labels, source = _load_auto(split, cache_dir)
-    elif source == "tfds":
-        texts, labels = _load_tfds(split)
-    elif source == "download":
-        texts, labels = _read_aclimdb(download_imdb(cache_dir), split)
-    elif source == "synthetic":
-        texts, labels = synthetic_reviews(25_000, seed=seed + (0 if split == "train" else 1))
-    elif _looks_like_path(source):
-        texts, labels = _read_aclimdb(Path(source).expanduser(), split)
-    else:
-        raise ValueError(f"unknown data source {source!r}: use 'auto', 'tfds', 'download', "
-                         "'synthetic' or a path to an aclImdb folder or .tar.gz archive")
-    labels = np.asarray(labels, dtype=np.int64)
-    check_texts_and_labels(texts, labels, num_labels=2)  # IMDB: 0 negative, 1 positive
-    if limit is not None:
-        texts, labels = balanced_subset(texts, labels, limit, seed)
-    if verbose:
-        print(f"IMDB {split}: {len(texts):,} reviews from {source} "
-              f"({int(labels.sum()):,} positive, {int(len(labels) - labels.sum()):,} negative)")
-    return texts, labels
-
-
-def _looks_like_path(source: str) -> bool:
-    return os.sep in source or source.endswith((".tar.gz", ".tgz")) or os.path.exists(source)
-
-
-def _load_auto(split, cache_dir):
-    errors = []
-    for source in ("tfds", "download"):
-        try:
-            if source == "tfds":
-                return (*_load_tfds(split), "tfds")
-            return (*_read_aclimdb(download_imdb(cache_dir), split), "download")
-        except Exception as error:  # noqa: BLE001 - we report every failure below
-            errors.append(f"{source}: {type(error).__name__}: {error}")
-    raise RuntimeError("could not load IMDB from any source:\n  " + "\n  ".join(errors) +
-                       "\nOffline? Set SMART_BATCHING_PROFILE=tiny, or SMART_BATCHING_DATA to a local "
-                       "aclImdb folder or aclImdb_v1.tar.gz.")
-
-
-def _load_tfds(split):
-    import tensorflow_datasets as tfds  # Colab has it; elsewhere this ImportError is reported
-    import tensorflow as tf
-
-    # TensorFlow only reads the data here, but when it starts it reserves nearly all the memory of
-    # every GPU it sees, which leaves PyTorch little to train with on the same GPU (issue 12). So
-    # hide the GPUs from TensorFlow before tfds.load starts it. If TensorFlow is already running
-    # with a GPU (something earlier in this process used it), the list can't change any more
-    # (RuntimeError): load anyway, since the data is the same either way.
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:
-        pass
-    dataset = tfds.load("imdb_reviews/plain_text", split=split, as_supervised=True)
-    texts, labels = [], []
-    for text, label in tfds.as_numpy(dataset):
-        texts.append(text.decode("utf-8"))
-        labels.append(int(label))
-    return texts, labels
-
-
-def check_texts_and_labels(texts, labels, num_labels: int | None = None) -> int:
-    """Raise ValueError on anything the batching code would otherwise mishandle silently; returns
-    the number of classes (see `check_labels`)."""
-    check_texts(texts)
-    return check_labels(labels, len(texts), num_labels, what="texts")
-
-
-def check_texts(texts) -> None:
-    if len(texts) == 0:
-        raise ValueError("no texts: the data is empty")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"text {i} is a {type(text).__name__}, not a str")
-
-
-def check_labels(labels, n: int, num_labels: int | None = None, what: str = "sequences") -> int:
-    """Single-label classification: every label an integer class id 0 .. K-1, K >= 2 (IMDB: 0/1).
-
-    K is num_labels when given (every label must be below it), else inferred as the largest
-    label + 1. Returns K. Raises ValueError naming the offending values.
-    """
-    if n == 0:
-        raise ValueError(f"no {what}: the data is empty")
-    if n != len(labels):
-        raise ValueError(f"{n} {what} but {len(labels)} labels: they must pair up one to one")
-    values = np.asarray(labels)
-    if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
-        bad = [v for v in dict.fromkeys(values.tolist())
-               if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
-        if bad or values.dtype == bool:
-            raise ValueError(f"labels must be integer class ids 0, 1, ...; found {(bad or values.tolist())[:5]}")
-    values = values.astype(np.int64)
-    negative = sorted(set(values[values < 0].tolist()))
-    if negative:
-        raise ValueError(f"labels must be class ids >= 0; found {negative[:5]}")
-    if num_labels is not None:
-        if not isinstance(num_labels, (int, np.integer)) or num_labels < 2:
-            raise ValueError(f"num_labels must be an integer >= 2, got {num_labels!r}")
-        too_big = sorted(set(values[values >= num_labels].tolist()))
-        if too_big:
-            raise ValueError(f"labels must be in 0..{num_labels - 1} for num_labels={num_labels}; "
-                             f"found {too_big[:5]}")
-    classes = int(num_labels or values.max() + 1)
-    if classes < 2:
-        raise ValueError(f"labels must hold at least two classes (0 and 1); found only {sorted(set(values.tolist()))}")
-    return classes
-
-
-def balanced_subset(texts, labels, limit: int, seed: int = 321):
-    """`limit` reviews chosen at random, half from each class (the extra one, if odd, positive)."""
-    labels = np.asarray(labels)
-    if limit < 2:
-        raise ValueError(f"limit must be at least 2 to keep both classes, got {limit}")
-    if limit > len(texts):
-        raise ValueError(f"limit {limit:,} is more than the {len(texts):,} reviews available")
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    n_pos = (limit + 1) // 2
-    n_pos = min(max(n_pos, limit - len(neg)), len(pos))
-    if n_pos in (0, limit):
-        raise ValueError(f"cannot keep both classes: the data has {len(pos):,} positive and "
-                         f"{len(neg):,} negative reviews")
-    chosen = np.concatenate([rng.choice(pos, n_pos, replace=False),
-                             rng.choice(neg, limit - n_pos, replace=False)])
-    rng.shuffle(chosen)
-    return [texts[i] for i in chosen], labels[chosen]
-
-
-def download_imdb(cache_dir: str, url: str = IMDB_URL, sha256: str = IMDB_SHA256,
-                  filename: str = "aclImdb_v1.tar.gz") -> Path:
-    """The official archive in `cache_dir`, downloaded once with a progress bar and sha256-checked."""
-    target = Path(cache_dir).expanduser() / filename
-    if target.exists():
-        if file_sha256(target) == sha256:
-            return target
-        print(f"{target} has the wrong checksum; downloading it again")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(target.suffix + ".part")
-    from tqdm.auto import tqdm
-
-    with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {filename}") as bar:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                bar.update(len(chunk))
-    actual = file_sha256(partial)
-    if actual != sha256:
-        partial.unlink()
-        raise ValueError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}; "
-                         "the download is corrupt or not the official archive")
-    partial.replace(target)
-    return target
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _read_aclimdb(path: Path, split: str):
-    """Reviews of one split from an aclImdb folder or a .tar.gz in that layout, in file-id order."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no aclImdb folder or archive at {path}")
-    rows = []  # (label, id, text)
-    if path.is_dir():
-        root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
-        for label_name, label in (("neg", 0), ("pos", 1)):
-            for file in (root / split / label_name).glob("*.txt"):
-                match = re.fullmatch(r"(\d+)_(\d+)\.txt", file.name)
-                if match:
-                    rows.append((label, int(match[1]), file.read_text(encoding="utf-8")))
-    else:
-        try:
-            # Stream the archive member by member: no extraction to disk, one pass.
-            with tarfile.open(path, "r:*") as archive:
-                for member in archive:
-                    match = _ACLIMDB_FILE.search(member.name)
-                    if member.isfile() and match and match[1] == split:
-                        text = archive.extractfile(member).read().decode("utf-8")
-                        rows.append((int(match[2] == "pos"), int(match[3]), text))
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-            raise ValueError(f"{path} is not a readable aclImdb archive ({type(error).__name__}: "
-                             f"{error}); delete it and download it again") from error
-    if not rows:
-        raise FileNotFoundError(f"no reviews for split {split!r} in {path}: expected files like "
-                                f"aclImdb/{split}/pos/<id>_<rating>.txt")
-    rows.sort(key=lambda row: (row[0], row[1]))
-    # Interleave the classes reproducibly, as tfds does, so that the first reviews a reader
-    # looks at are not all negative.
-    order = np.random.default_rng(0).permutation(len(rows))
-    return [rows[i][2] for i in order], [rows[i][0] for i in order]
-
-
-# -- synthetic reviews: IMDB-like lengths, a learnable label, no network -----------------------
-
-_NEUTRAL = ("the movie film story plot actor actress director scene scenes character characters "
-            "cast script camera music score ending beginning time one two first last really just "
-            "this that it was is were a an of in on to and but with as for by at about from "
-            "watch watched watching saw see seen think thought people audience everyone nothing "
-            "something little much more most some very also even still again never ever").split()
-_POSITIVE = ("great excellent wonderful brilliant superb moving beautiful funny charming "
-             "masterpiece delightful touching enjoyable perfect loved memorable gripping").split()
-_NEGATIVE = ("terrible awful boring dull bad worst waste poor stupid horrible mess "
-             "disappointing weak pointless annoying forgettable tedious").split()
-
-
-def synthetic_reviews(n: int, seed: int = 0, median_words: float = 60.0,
-                      sentiment_rate: float = 0.12) -> tuple[list[str], np.ndarray]:
-    """`n` movie-review-like texts and balanced 0/1 labels, deterministic by seed.
-
-    Word counts are log-normal with a long right tail (a few words to several hundred), shaped like
-    IMDB's but about 3x shorter, so that the tiny profile's max_len of 128 truncates a similar
-    share (~15 %) as max_len 400 does on IMDB (23 %), and batching behaves as on real reviews. About `sentiment_rate` of the words are sentiment
-    words, 85 % of them matching the label: a signal a small model learns within an epoch or two.
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
-    n_words = np.clip(rng.lognormal(math.log(median_words), 0.75, n), 4, 1000).astype(int)
-    # dtype=object: a fixed-width str array would cut longer sentiment words to the neutral
-    # words' width ("masterpiece" -> "masterpiec").
-    neutral, positive, negative = (np.array(w, dtype=object) for w in (_NEUTRAL, _POSITIVE, _NEGATIVE))
-    texts = []
-    for label, count in zip(labels, n_words):
-        words = neutral[rng.integers(0, len(neutral), count)]
-        is_sentiment = rng.random(count) < sentiment_rate
-        agrees = rng.random(count) < 0.85
-        use_positive = is_sentiment & (agrees == bool(label))
-        use_negative = is_sentiment & ~use_positive
-        words[use_positive] = positive[rng.integers(0, len(positive), use_positive.sum())]
-        words[use_negative] = negative[rng.integers(0, len(negative), use_negative.sum())]
-        texts.append(" ".join(words) + ".")
-    return texts, labels
-
-
-# ----------------------------------------------------------------------------------------------
-# Tokenizer and model.
-# ----------------------------------------------------------------------------------------------
-
-# A BERT small enough to train in seconds on a CPU, with the real architecture.
-TINY_BERT = dict(vocab_size=2000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                 intermediate_size=128, max_position_embeddings=512)
-
-
-def load_tokenizer(settings: Settings):
-    """The model's fast tokenizer (or tokenizer_name's); for the tiny model, one learned here."""
-    name = settings.tokenizer_name or settings.model_name
-    if name == TINY_MODEL:
-        return train_tiny_tokenizer()
-    if name == RANDOM_BERT_BASE:
-        raise ValueError(f"{RANDOM_BERT_BASE} has no tokenizer of its own: set tokenizer_name "
-                         "(SMART_BATCHING_TOKENIZER) to one with the bert-base-uncased vocabulary")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(name)
-
-
-def train_tiny_tokenizer(vocab_size: int = TINY_BERT["vocab_size"], seed: int = 0):
-    """A lowercase WordPiece tokenizer with BERT's special tokens, learned from synthetic reviews.
-
-    The vocabulary: the special tokens, every character seen (alone and as a "##" continuation,
-    so any text can be spelled out), then the corpus's words, most frequent first. We count the
-    words here rather than use `tokenizers`' WordPieceTrainer because that trainer breaks ties in
-    hash order, which gives a different vocabulary in every process: tiny-profile runs would
-    not repeat.
-    """
-    from collections import Counter
-
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    normalizer = normalizers.BertNormalizer(lowercase=True)
-    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    corpus, _ = synthetic_reviews(500, seed=seed)
-    # A little general English too, so that other text (IMDB, say) gets real pieces, not [UNK].
-    corpus += ["the quick brown fox jumps over the lazy dog while an excited audience watches",
-               "abcdefghijklmnopqrstuvwxyz 0123456789 . , ! ? ' \" ( ) - : ; / < >"]
-    words = Counter(word for text in corpus
-                    for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
-    chars = sorted({c for word in words for c in word})
-    vocab = specials + chars + ["##" + c for c in chars]
-    vocab += [w for w, _ in sorted(words.items(), key=lambda wc: (-wc[1], wc[0])) if w not in vocab]
-    vocab = vocab[:vocab_size]
-    tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)},
-                                           unk_token="[UNK]"))
-    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab.index("[CLS]")), ("[SEP]", vocab.index("[SEP]"))])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]",
-        model_max_length=TINY_BERT["max_position_embeddings"])
-
-
-def model_config(settings: Settings, num_labels: int = 2):
-    """The model's configuration: the tiny one, bert-base's shape, or the pretrained model's."""
-    from transformers import AutoConfig, BertConfig
-
-    if settings.model_name == TINY_MODEL:
-        return BertConfig(**TINY_BERT, num_labels=num_labels)
-    if settings.model_name == RANDOM_BERT_BASE:  # BertConfig()'s defaults are bert-base's shape
-        return BertConfig(num_labels=num_labels)
-    return AutoConfig.from_pretrained(settings.model_name, num_labels=num_labels)
-
-
-def load_model(settings: Settings, num_labels: int = 2):
-    """BERT with a fresh classification head: pretrained weights, or random ones from a config
-    (tiny, random-bert-base), seeded."""
-    from transformers import AutoModelForSequenceClassification
-
-    torch.manual_seed(settings.seed)  # the new head's initialisation is part of the experiment
-    if settings.model_name in (TINY_MODEL, RANDOM_BERT_BASE):
-        return AutoModelForSequenceClassification.from_config(model_config(settings, num_labels))
-    return AutoModelForSequenceClassification.from_pretrained(settings.model_name,
-                                                              num_labels=num_labels)
-
-
-def model_max_length(tokenizer) -> int | None:
-    """The longest input the tokenizer's model accepts, or None when it does not say."""
-    limit = getattr(tokenizer, "model_max_length", None)
-    return int(limit) if limit is not None and limit < 1_000_000 else None
-
-
-def check_max_len(max_len: int, tokenizer=None) -> None:
-    if not isinstance(max_len, (int, np.integer)) or max_len < 2:
-        raise ValueError(f"max_len must be an integer >= 2 ([CLS] and [SEP] need two), got {max_len!r}")
-    limit = model_max_length(tokenizer) if tokenizer is not None else None
-    if limit is not None and max_len > limit:
-        raise ValueError(f"max_len {max_len} is above the model's limit of {limit} tokens")
-
-
-def check_batch_size(batch_size) -> None:
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1034,6 +622,8 @@ class SmartBatchSampler(torch.utils.data.Sampler):
     shuffle=False: `sorted_batch_indices`, pure length order, for evaluation.
     max_tokens: a token budget per batch, len(batch) * longest <= max_tokens (see
     smart_batch_indices); a sequence longer than the budget is an error here, not an OOM later.
+    `token_budget(lengths, batch_size)` gives the budget that keeps batch_size's number of
+    optimizer steps (batch_size x the mean length); larger budgets give fewer, fuller steps.
     fail_fast: each rank's most expensive batch (the one holding its longest sequence) comes
     second, so a run that would run out of memory fails at step 2, not hours later. Second, not
     first: a fresh AdamW allocates its state (2x the parameters) during step 1, so the same batch
@@ -1321,6 +911,431 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so that timings measure the work and not just its launch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------------------------
+# What the steps above stand on: progress lines, the data, the tokenizer and model, memory.
+# The tutorial's subject ends here; read on for how the pieces are fetched and measured.
+# ----------------------------------------------------------------------------------------------
+
+# ----------------------------------------------------------------------------------------------
+# Progress: the recipe's two small helpers.
+# ----------------------------------------------------------------------------------------------
+
+def good_update_interval(total_iters: int, num_desired_updates: int) -> int:
+    """A round interval (1, 2, 5, 10, 20, 50, 100, ...) that prints about `num_desired_updates` lines.
+
+    The recipe rounds to a single significant digit; we round to 1, 2 or 5 times a power of ten,
+    and return at least 1 so that tiny or empty totals never divide by zero.
+    """
+    if total_iters < 0 or num_desired_updates < 1:
+        raise ValueError("total_iters must be >= 0 and num_desired_updates >= 1")
+    exact = total_iters / num_desired_updates
+    if exact <= 1:
+        return 1
+    magnitude = 10 ** math.floor(math.log10(exact))
+    for step in (1, 2, 5, 10):
+        if exact <= step * magnitude * 1.5:
+            return int(step * magnitude)
+    return int(10 * magnitude)
+
+
+def format_time(elapsed: float) -> str:
+    """Seconds as hh:mm:ss (rounded to the second)."""
+    return str(datetime.timedelta(seconds=int(round(max(0.0, float(elapsed))))))
+
+
+class Progress:
+    """Prints `done/total` about `updates` times with elapsed and estimated remaining time."""
+
+    def __init__(self, total: int, what: str = "", updates: int = 10, enabled: bool = True):
+        self.total, self.what, self.enabled = total, what, enabled
+        self.every = good_update_interval(total, updates)
+        self.start = time.perf_counter()
+
+    def due(self, done: int) -> bool:
+        """Whether `update(done)` prints (nothing done, nothing to report): callers compute costly
+        extras only then."""
+        return self.enabled and done >= 1 and (done % self.every == 0 or done == self.total)
+
+    def update(self, done: int, extra: str = "") -> None:
+        if not self.due(done):
+            return
+        elapsed = time.perf_counter() - self.start
+        remaining = elapsed / done * (self.total - done) if done else 0.0
+        print(f"  {self.what} {done:>{len(str(self.total))},}/{self.total:,}  "
+              f"elapsed {format_time(elapsed)}  remaining {format_time(remaining)}{extra}", flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+# ----------------------------------------------------------------------------------------------
+# IMDB: one loader, four sources.
+# ----------------------------------------------------------------------------------------------
+
+SPLITS = ("train", "test")
+_ACLIMDB_FILE = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+
+
+def load_imdb(split: str = "train", source: str = "auto", limit: int | None = None, seed: int = 321,
+              cache_dir: str | None = None, verbose: bool = True) -> tuple[list[str], np.ndarray]:
+    """Texts and 0/1 labels (1 = positive) of an IMDB split.
+
+    source: "tfds" (tensorflow_datasets, as the recipe), "download" (the official archive, cached,
+    sha256-checked), a path to an aclImdb folder or .tar.gz, "synthetic" (generated, offline), or
+    "auto": the first of tfds / a cached download / download that works, saying which it used.
+    limit: a random subset of that many reviews, half of each class (seeded).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: use one of {SPLITS}")
+    cache_dir = cache_dir or Settings.cache_dir
+    if source == "auto":
+        texts, labels, source = _load_auto(split, cache_dir)
+    elif source == "tfds":
+        texts, labels = _load_tfds(split)
+    elif source == "download":
+        texts, labels = _read_aclimdb(download_imdb(cache_dir), split)
+    elif source == "synthetic":
+        texts, labels = synthetic_reviews(25_000, seed=seed + (0 if split == "train" else 1))
+    elif _looks_like_path(source):
+        texts, labels = _read_aclimdb(Path(source).expanduser(), split)
+    else:
+        raise ValueError(f"unknown data source {source!r}: use 'auto', 'tfds', 'download', "
+                         "'synthetic' or a path to an aclImdb folder or .tar.gz archive")
+    labels = np.asarray(labels, dtype=np.int64)
+    check_texts_and_labels(texts, labels, num_labels=2)  # IMDB: 0 negative, 1 positive
+    if limit is not None:
+        texts, labels = balanced_subset(texts, labels, limit, seed)
+    if verbose:
+        print(f"IMDB {split}: {len(texts):,} reviews from {source} "
+              f"({int(labels.sum()):,} positive, {int(len(labels) - labels.sum()):,} negative)")
+    return texts, labels
+
+
+def _looks_like_path(source: str) -> bool:
+    return os.sep in source or source.endswith((".tar.gz", ".tgz")) or os.path.exists(source)
+
+
+def _load_auto(split, cache_dir):
+    errors = []
+    for source in ("tfds", "download"):
+        try:
+            if source == "tfds":
+                return (*_load_tfds(split), "tfds")
+            return (*_read_aclimdb(download_imdb(cache_dir), split), "download")
+        except Exception as error:  # noqa: BLE001 - we report every failure below
+            errors.append(f"{source}: {type(error).__name__}: {error}")
+    raise RuntimeError("could not load IMDB from any source:\n  " + "\n  ".join(errors) +
+                       "\nOffline? In the settings cell pass profile=\"tiny\", or data_source= a local "
+                       "aclImdb folder or aclImdb_v1.tar.gz (headless: SMART_BATCHING_PROFILE / "
+                       "SMART_BATCHING_DATA).")
+
+
+def _load_tfds(split):
+    import tensorflow_datasets as tfds  # Colab has it; elsewhere this ImportError is reported
+    import tensorflow as tf
+
+    # TensorFlow only reads the data here, but when it starts it reserves nearly all the memory of
+    # every GPU it sees, which leaves PyTorch little to train with on the same GPU (issue 12). So
+    # hide the GPUs from TensorFlow before tfds.load starts it. If TensorFlow is already running
+    # with a GPU (something earlier in this process used it), the list can't change any more
+    # (RuntimeError): load anyway, since the data is the same either way.
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        pass
+    dataset = tfds.load("imdb_reviews/plain_text", split=split, as_supervised=True)
+    texts, labels = [], []
+    for text, label in tfds.as_numpy(dataset):
+        texts.append(text.decode("utf-8"))
+        labels.append(int(label))
+    return texts, labels
+
+
+def check_texts_and_labels(texts, labels, num_labels: int | None = None) -> int:
+    """Raise ValueError on anything the batching code would otherwise mishandle silently; returns
+    the number of classes (see `check_labels`)."""
+    check_texts(texts)
+    return check_labels(labels, len(texts), num_labels, what="texts")
+
+
+def check_texts(texts) -> None:
+    if len(texts) == 0:
+        raise ValueError("no texts: the data is empty")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"text {i} is a {type(text).__name__}, not a str")
+
+
+def check_labels(labels, n: int, num_labels: int | None = None, what: str = "sequences") -> int:
+    """Single-label classification: every label an integer class id 0 .. K-1, K >= 2 (IMDB: 0/1).
+
+    K is num_labels when given (every label must be below it), else inferred as the largest
+    label + 1. Returns K. Raises ValueError naming the offending values.
+    """
+    if n == 0:
+        raise ValueError(f"no {what}: the data is empty")
+    if n != len(labels):
+        raise ValueError(f"{n} {what} but {len(labels)} labels: they must pair up one to one")
+    values = np.asarray(labels)
+    if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
+        bad = [v for v in dict.fromkeys(values.tolist())
+               if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
+        if bad or values.dtype == bool:
+            raise ValueError(f"labels must be integer class ids 0, 1, ...; found {(bad or values.tolist())[:5]}")
+    values = values.astype(np.int64)
+    negative = sorted(set(values[values < 0].tolist()))
+    if negative:
+        raise ValueError(f"labels must be class ids >= 0; found {negative[:5]}")
+    if num_labels is not None:
+        if not isinstance(num_labels, (int, np.integer)) or num_labels < 2:
+            raise ValueError(f"num_labels must be an integer >= 2, got {num_labels!r}")
+        too_big = sorted(set(values[values >= num_labels].tolist()))
+        if too_big:
+            raise ValueError(f"labels must be in 0..{num_labels - 1} for num_labels={num_labels}; "
+                             f"found {too_big[:5]}")
+    classes = int(num_labels or values.max() + 1)
+    if classes < 2:
+        raise ValueError(f"labels must hold at least two classes (0 and 1); found only {sorted(set(values.tolist()))}")
+    return classes
+
+
+def balanced_subset(texts, labels, limit: int, seed: int = 321):
+    """`limit` reviews chosen at random, half from each class (the extra one, if odd, positive)."""
+    labels = np.asarray(labels)
+    if limit < 2:
+        raise ValueError(f"limit must be at least 2 to keep both classes, got {limit}")
+    if limit > len(texts):
+        raise ValueError(f"limit {limit:,} is more than the {len(texts):,} reviews available")
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    n_pos = (limit + 1) // 2
+    n_pos = min(max(n_pos, limit - len(neg)), len(pos))
+    if n_pos in (0, limit):
+        raise ValueError(f"cannot keep both classes: the data has {len(pos):,} positive and "
+                         f"{len(neg):,} negative reviews")
+    chosen = np.concatenate([rng.choice(pos, n_pos, replace=False),
+                             rng.choice(neg, limit - n_pos, replace=False)])
+    rng.shuffle(chosen)
+    return [texts[i] for i in chosen], labels[chosen]
+
+
+def download_imdb(cache_dir: str, url: str = IMDB_URL, sha256: str = IMDB_SHA256,
+                  filename: str = "aclImdb_v1.tar.gz") -> Path:
+    """The official archive in `cache_dir`, downloaded once with a progress bar and sha256-checked."""
+    target = Path(cache_dir).expanduser() / filename
+    if target.exists():
+        if file_sha256(target) == sha256:
+            return target
+        print(f"{target} has the wrong checksum; downloading it again")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(target.suffix + ".part")
+    from tqdm.auto import tqdm
+
+    with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {filename}") as bar:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+    actual = file_sha256(partial)
+    if actual != sha256:
+        partial.unlink()
+        raise ValueError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}; "
+                         "the download is corrupt or not the official archive")
+    partial.replace(target)
+    return target
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_aclimdb(path: Path, split: str):
+    """Reviews of one split from an aclImdb folder or a .tar.gz in that layout, in file-id order."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no aclImdb folder or archive at {path}")
+    rows = []  # (label, id, text)
+    if path.is_dir():
+        root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
+        for label_name, label in (("neg", 0), ("pos", 1)):
+            for file in (root / split / label_name).glob("*.txt"):
+                match = re.fullmatch(r"(\d+)_(\d+)\.txt", file.name)
+                if match:
+                    rows.append((label, int(match[1]), file.read_text(encoding="utf-8")))
+    else:
+        try:
+            # Stream the archive member by member: no extraction to disk, one pass.
+            with tarfile.open(path, "r:*") as archive:
+                for member in archive:
+                    match = _ACLIMDB_FILE.search(member.name)
+                    if member.isfile() and match and match[1] == split:
+                        text = archive.extractfile(member).read().decode("utf-8")
+                        rows.append((int(match[2] == "pos"), int(match[3]), text))
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+            raise ValueError(f"{path} is not a readable aclImdb archive ({type(error).__name__}: "
+                             f"{error}); delete it and download it again") from error
+    if not rows:
+        raise FileNotFoundError(f"no reviews for split {split!r} in {path}: expected files like "
+                                f"aclImdb/{split}/pos/<id>_<rating>.txt")
+    rows.sort(key=lambda row: (row[0], row[1]))
+    # Interleave the classes reproducibly, as tfds does, so that the first reviews a reader
+    # looks at are not all negative.
+    order = np.random.default_rng(0).permutation(len(rows))
+    return [rows[i][2] for i in order], [rows[i][0] for i in order]
+
+
+# -- synthetic reviews: IMDB-like lengths, a learnable label, no network -----------------------
+
+_NEUTRAL = ("the movie film story plot actor actress director scene scenes character characters "
+            "cast script camera music score ending beginning time one two first last really just "
+            "this that it was is were a an of in on to and but with as for by at about from "
+            "watch watched watching saw see seen think thought people audience everyone nothing "
+            "something little much more most some very also even still again never ever").split()
+_POSITIVE = ("great excellent wonderful brilliant superb moving beautiful funny charming "
+             "masterpiece delightful touching enjoyable perfect loved memorable gripping").split()
+_NEGATIVE = ("terrible awful boring dull bad worst waste poor stupid horrible mess "
+             "disappointing weak pointless annoying forgettable tedious").split()
+
+
+def synthetic_reviews(n: int, seed: int = 0, median_words: float = 60.0,
+                      sentiment_rate: float = 0.12) -> tuple[list[str], np.ndarray]:
+    """`n` movie-review-like texts and balanced 0/1 labels, deterministic by seed.
+
+    Word counts are log-normal with a long right tail (a few words to several hundred), shaped like
+    IMDB's but about 3x shorter, so that the tiny profile's max_len of 128 truncates a similar
+    share (~15 %) as max_len 400 does on IMDB (23 %), and batching behaves as on real reviews. About `sentiment_rate` of the words are sentiment
+    words, 85 % of them matching the label: a signal a small model learns within an epoch or two.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
+    n_words = np.clip(rng.lognormal(math.log(median_words), 0.75, n), 4, 1000).astype(int)
+    # dtype=object: a fixed-width str array would cut longer sentiment words to the neutral
+    # words' width ("masterpiece" -> "masterpiec").
+    neutral, positive, negative = (np.array(w, dtype=object) for w in (_NEUTRAL, _POSITIVE, _NEGATIVE))
+    texts = []
+    for label, count in zip(labels, n_words):
+        words = neutral[rng.integers(0, len(neutral), count)]
+        is_sentiment = rng.random(count) < sentiment_rate
+        agrees = rng.random(count) < 0.85
+        use_positive = is_sentiment & (agrees == bool(label))
+        use_negative = is_sentiment & ~use_positive
+        words[use_positive] = positive[rng.integers(0, len(positive), use_positive.sum())]
+        words[use_negative] = negative[rng.integers(0, len(negative), use_negative.sum())]
+        texts.append(" ".join(words) + ".")
+    return texts, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer and model.
+# ----------------------------------------------------------------------------------------------
+
+# A BERT small enough to train in seconds on a CPU, with the real architecture.
+TINY_BERT = dict(vocab_size=2000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=128, max_position_embeddings=512)
+
+
+def load_tokenizer(settings: Settings):
+    """The model's fast tokenizer (or tokenizer_name's); for the tiny model, one learned here."""
+    name = settings.tokenizer_name or settings.model_name
+    if name == TINY_MODEL:
+        return train_tiny_tokenizer()
+    if name == RANDOM_BERT_BASE:
+        raise ValueError(f"{RANDOM_BERT_BASE} has no tokenizer of its own: set tokenizer_name "
+                         "(SMART_BATCHING_TOKENIZER) to one with the bert-base-uncased vocabulary")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name)
+
+
+def train_tiny_tokenizer(vocab_size: int = TINY_BERT["vocab_size"], seed: int = 0):
+    """A lowercase WordPiece tokenizer with BERT's special tokens, learned from synthetic reviews.
+
+    The vocabulary: the special tokens, every character seen (alone and as a "##" continuation,
+    so any text can be spelled out), then the corpus's words, most frequent first. We count the
+    words here rather than use `tokenizers`' WordPieceTrainer because that trainer breaks ties in
+    hash order, which gives a different vocabulary in every process: tiny-profile runs would
+    not repeat.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    corpus, _ = synthetic_reviews(500, seed=seed)
+    # A little general English too, so that other text (IMDB, say) gets real pieces, not [UNK].
+    corpus += ["the quick brown fox jumps over the lazy dog while an excited audience watches",
+               "abcdefghijklmnopqrstuvwxyz 0123456789 . , ! ? ' \" ( ) - : ; / < >"]
+    words = Counter(word for text in corpus
+                    for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in words for c in word})
+    vocab = specials + chars + ["##" + c for c in chars]
+    vocab += [w for w, _ in sorted(words.items(), key=lambda wc: (-wc[1], wc[0])) if w not in vocab]
+    vocab = vocab[:vocab_size]
+    tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)},
+                                           unk_token="[UNK]"))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab.index("[CLS]")), ("[SEP]", vocab.index("[SEP]"))])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]",
+        model_max_length=TINY_BERT["max_position_embeddings"])
+
+
+def model_config(settings: Settings, num_labels: int = 2):
+    """The model's configuration: the tiny one, bert-base's shape, or the pretrained model's."""
+    from transformers import AutoConfig, BertConfig
+
+    if settings.model_name == TINY_MODEL:
+        return BertConfig(**TINY_BERT, num_labels=num_labels)
+    if settings.model_name == RANDOM_BERT_BASE:  # BertConfig()'s defaults are bert-base's shape
+        return BertConfig(num_labels=num_labels)
+    return AutoConfig.from_pretrained(settings.model_name, num_labels=num_labels)
+
+
+def load_model(settings: Settings, num_labels: int = 2):
+    """BERT with a fresh classification head: pretrained weights, or random ones from a config
+    (tiny, random-bert-base), seeded."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(settings.seed)  # the new head's initialisation is part of the experiment
+    if settings.model_name in (TINY_MODEL, RANDOM_BERT_BASE):
+        return AutoModelForSequenceClassification.from_config(model_config(settings, num_labels))
+    return AutoModelForSequenceClassification.from_pretrained(settings.model_name,
+                                                              num_labels=num_labels)
+
+
+def model_max_length(tokenizer) -> int | None:
+    """The longest input the tokenizer's model accepts, or None when it does not say."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit is not None and limit < 1_000_000 else None
+
+
+def check_max_len(max_len: int, tokenizer=None) -> None:
+    if not isinstance(max_len, (int, np.integer)) or max_len < 2:
+        raise ValueError(f"max_len must be an integer >= 2 ([CLS] and [SEP] need two), got {max_len!r}")
+    limit = model_max_length(tokenizer) if tokenizer is not None else None
+    if limit is not None and max_len > limit:
+        raise ValueError(f"max_len {max_len} is above the model's limit of {limit} tokens")
+
+
+def check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
 # ----------------------------------------------------------------------------------------------

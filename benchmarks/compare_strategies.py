@@ -602,18 +602,21 @@ def main(argv=None) -> dict:
         strategies=strategies,
         construction=construction,
     )
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = markdown_report(results)
-    (out / "results.md").write_text(report)
+    write_results(out, results, markdown_report(results), plot_results(results),
+                  time.perf_counter() - started)
+    return results
+
+
+def write_results(out: Path, results: dict, report: str, fig, seconds: float) -> None:
+    """results.json, results.md (the report) and results.png (the figure) in `out`, and say so."""
     import matplotlib.pyplot as plt
 
-    fig = plot_results(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(report)
     fig.savefig(out / "results.png", dpi=150, bbox_inches="tight")
     plt.close(fig)
     print("\n" + report)
-    print(f"Wrote results.json, results.md and results.png to {out} "
-          f"({time.perf_counter() - started:.0f} s in all)")
-    return results
+    print(f"Wrote results.json, results.md and results.png to {out} ({seconds:.0f} s in all)")
 
 
 if __name__ == "__main__":

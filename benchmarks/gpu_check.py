@@ -14,8 +14,9 @@ for what has been measured). It runs, each part with its own time limit:
 2. Host-device synchronisations per training step, counted with CUDA's sync debug mode, with
    the line of code that made each.
 3. benchmarks/compare_strategies.py on one full epoch of the 25,000 training reviews with fixed
-   padding, smart batching, smart batching with widths rounded up to x8, and the token budget,
-   bf16, each evaluated on the same 5,000 test reviews (sorted where the strategy sorts).
+   padding, smart batching, smart batching with widths rounded up to x8, and the token budget
+   (6,400 tokens by default), bf16, each evaluated on the same 5,000 test reviews (sorted where
+   the strategy sorts).
 4. With --compile: smart batching once more, trained through torch.compile(dynamic=True), its
    compile time counted in the epoch.
 
@@ -43,7 +44,7 @@ BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS.parent))
 sys.path.insert(0, str(BENCHMARKS))
 import helpers  # noqa: E402
-from compare_strategies import machine_info, model_info  # noqa: E402
+from compare_strategies import machine_info, model_info, write_results  # noqa: E402
 
 ATTENTION_SETUPS = {  # name -> what helpers.ATTENTION_BACKENDS is set to
     "PyTorch's choice (cuDNN allowed)": None,
@@ -295,6 +296,10 @@ def parse_args(argv=None):
     parser.add_argument("--train-size", default="all")
     parser.add_argument("--test-size", default="5000")
     parser.add_argument("--strategies", default=GPU_STRATEGIES)
+    parser.add_argument("--max-tokens", type=int, default=16 * 400,
+                        help="the token budget's budget (default 6,400 = 16 x 400, as in the first GPU "
+                             "run: fewer, fuller steps, what a GPU wants; the CPU benchmark's default, "
+                             "16 x the mean length, keeps batch 16's number of steps instead)")
     parser.add_argument("--compile", action="store_true", help="also part 4: smart batching through "
                                                                "torch.compile(dynamic=True)")
     parser.add_argument("--benchmark-timeout", type=int, default=420, help="seconds for part 3")
@@ -339,7 +344,8 @@ def main(argv=None) -> dict:
     print("2. Synchronisations per training step", flush=True)
     results["syncs"] = count_syncs(settings, device, amp, pad_id)
     print("3. One epoch per strategy", flush=True)
-    results["benchmark"] = run_benchmark(args, out / "benchmark", ["--strategies", args.strategies],
+    budget = ["--max-tokens", str(args.max_tokens)] if not args.quick else []
+    results["benchmark"] = run_benchmark(args, out / "benchmark", ["--strategies", args.strategies, *budget],
                                          args.benchmark_timeout)
     if args.compile:
         print("4. Smart batching through torch.compile(dynamic=True)", flush=True)
@@ -347,17 +353,7 @@ def main(argv=None) -> dict:
                                            args.compile_timeout)
     results["targets"] = target_checks(results)
     results["metadata"]["total_seconds"] = time.perf_counter() - started
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = markdown(results)
-    (out / "results.md").write_text(report)
-    import matplotlib.pyplot as plt
-
-    fig = plot(results)
-    fig.savefig(out / "results.png", dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    print("\n" + report)
-    print(f"Wrote results.json, results.md and results.png to {out} "
-          f"({results['metadata']['total_seconds']:.0f} s in all)")
+    write_results(out, results, markdown(results), plot(results), results["metadata"]["total_seconds"])
     return results
 
 

@@ -60,12 +60,12 @@ def test_progress_prints_about_the_requested_number_of_lines(capsys):
 
 
 @pytest.mark.parametrize("total", [0, 1, 3])
-def test_progress_on_tiny_totals_does_not_crash(total, capsys):
+def test_progress_on_tiny_totals_prints_a_line_per_item_and_nothing_for_none(total, capsys):
     progress = helpers.Progress(total, "step", updates=10)
-    for done in range(0, total + 1):
+    for done in range(0, total + 1):  # update(0): nothing done yet, nothing to report
         progress.update(done)
-    if total:
-        assert f"{total}/{total}" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == [f"{done}/{total}" for done in range(1, total + 1)]
 
 
 def test_progress_disabled_prints_nothing(capsys):
@@ -185,10 +185,15 @@ def test_bad_settings_are_rejected():
         helpers.get_settings("tiny", epochs=0)
 
 
-def test_describe_lists_every_setting():
-    text = helpers.get_settings("tiny").describe()
-    for name in ("profile", "model_name", "max_len", "batch_size", "seed"):
-        assert name in text
+def test_describe_lists_every_setting_with_its_value():
+    import dataclasses
+
+    settings = helpers.get_settings("tiny")
+    lines = settings.describe().splitlines()
+    fields = dataclasses.fields(helpers.Settings)
+    assert len(lines) == len(fields)
+    for line, field in zip(lines, fields):
+        assert line.split(None, 1) == [field.name, str(getattr(settings, field.name))]
 
 
 def test_random_bert_base_has_bert_base_shape_and_borrows_a_tokenizer():
@@ -219,3 +224,20 @@ def test_comparison_sizes_come_from_the_profile(monkeypatch):
     monkeypatch.setenv("SMART_BATCHING_COMPARISON_SIZE", "0")
     with pytest.raises(ValueError, match="SMART_BATCHING_COMPARISON_SIZE='0': expected a whole number >= 1 or 'all'"):
         helpers.get_settings("full")
+
+
+def test_memory_peak_follows_an_allocation_and_resets():
+    """reset_peak_memory / peak_memory_mb measure per phase: a 256 MiB allocation raises the peak
+    by about that much, and after a reset the peak falls back once it is freed."""
+    import numpy as np
+
+    if helpers.process_memory_mb("VmHWM") is None:
+        pytest.skip("no /proc/self/status (not Linux): the peak is the process's lifetime peak")
+    helpers.reset_peak_memory()
+    before = helpers.peak_memory_mb()
+    assert before == pytest.approx(helpers.process_memory_mb("VmRSS"), rel=0.05)  # peak == now after a reset
+    block = np.ones(256 * 2**20 // 8)  # 256 MiB, every page touched
+    assert helpers.peak_memory_mb() - before >= 240
+    del block
+    helpers.reset_peak_memory()
+    assert helpers.peak_memory_mb() - before < 64
