@@ -34,6 +34,7 @@ import contextlib
 import dataclasses
 import datetime
 import hashlib
+import itertools
 import math
 import os
 import re
@@ -873,9 +874,10 @@ def warm_up(settings: Settings, batches, device: torch.device, steps: int = 2, a
     """
     if steps < 1:
         return
+    first = list(itertools.islice(batches, steps))  # only these: a DataLoader is not run to its end
     model = load_model(settings)
-    fine_tune(model, lambda epoch: list(batches)[:steps], dataclasses.replace(settings, epochs=1),
-              device, amp=amp, verbose=False)
+    fine_tune(model, lambda epoch: first, dataclasses.replace(settings, epochs=1), device, amp=amp,
+              verbose=False)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
