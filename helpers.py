@@ -7,6 +7,11 @@ Read top to bottom, it follows the tutorial, then what the tutorial stands on:
     collate) -> training and evaluation loops
     then: progress lines -> IMDB and its sources -> tokenizer and model -> peak memory
 
+One batch shape runs through it all: a dict of input_ids, attention_mask, labels and index (the
+examples' positions in their dataset, from which ``evaluate`` restores the original order), built
+from lists by ``batches_from_indices`` and by a DataLoader with ``PadCollator`` alike. Only
+``make_smart_batches`` returns the recipe's three lists, for the recipe's readers.
+
 Two profiles share every line of code:
 
 * ``full``: the recipe (bert-base-uncased, IMDB, max_len 400, batch 16, ...). Colab with a GPU.
@@ -463,49 +468,50 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, pad_to: int | Non
 
 
 def batches_from_indices(input_ids, labels, batch_indices, pad_id: int, pad_to: int | None = None,
-                         pad_to_multiple_of: int | None = None):
-    """(py_inputs, py_attn_masks, py_labels): one padded tensor each per batch, like the recipe's."""
+                         pad_to_multiple_of: int | None = None) -> list[dict]:
+    """One dict per batch, the shape every loop here takes (and a DataLoader with `PadCollator`
+    yields): input_ids and attention_mask padded as `pad_batch` pads them, labels, and index,
+    the batch's positions in the dataset, with which `evaluate` puts predictions back in order."""
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    py_inputs, py_attn_masks, py_labels = [], [], []
+    batches = []
     for idx in batch_indices:
-        ids, mask = pad_batch([input_ids[i] for i in idx], pad_id, pad_to, pad_to_multiple_of)
-        py_inputs.append(ids)
-        py_attn_masks.append(mask)
-        py_labels.append(labels[torch.as_tensor(idx, dtype=torch.long)])
-    return py_inputs, py_attn_masks, py_labels
+        index = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        ids, mask = pad_batch([input_ids[i] for i in index.tolist()], pad_id, pad_to, pad_to_multiple_of)
+        batches.append(dict(input_ids=ids, attention_mask=mask, labels=labels[index], index=index))
+    return batches
 
 
 def smart_batches_from_ids(input_ids, labels, batch_size: int, pad_id: int, seed: int | None = None,
-                           return_indices: bool = False, pad_to_multiple_of: int | None = None,
-                           num_labels: int | None = None):
-    """Smart batches of already-tokenized sequences: call it again each epoch, no re-tokenizing.
-    Labels are class ids 0..K-1 (see `check_labels`)."""
+                           pad_to_multiple_of: int | None = None,
+                           num_labels: int | None = None) -> list[dict]:
+    """Smart batches (dicts, see `batches_from_indices`) of already-tokenized sequences: call it
+    again each epoch, no re-tokenizing. Labels are class ids 0..K-1 (see `check_labels`)."""
     check_labels(labels, len(input_ids), num_labels)
     indices = smart_batch_indices([len(s) for s in input_ids], batch_size, seed)
-    batches = batches_from_indices(input_ids, labels, indices, pad_id,
-                                   pad_to_multiple_of=pad_to_multiple_of)
-    return (*batches, indices) if return_indices else batches
+    return batches_from_indices(input_ids, labels, indices, pad_id,
+                                pad_to_multiple_of=pad_to_multiple_of)
 
 
 def make_smart_batches(text_samples, labels, batch_size: int, tokenizer, max_len: int = 400,
-                       seed: int | None = None, return_indices: bool = False,
-                       pad_to_multiple_of: int | None = None, num_labels: int | None = None):
+                       seed: int | None = None, pad_to_multiple_of: int | None = None,
+                       num_labels: int | None = None):
     """The recipe's function: tokenize without padding, then smart batches.
 
     Any single-label classification task: labels are class ids 0..K-1, K inferred from them or
     given as num_labels (IMDB's 0/1 is K = 2).
 
-    Returns (py_inputs, py_attn_masks, py_labels), lists with one tensor per batch, padded with
-    the tokenizer's pad id to each batch's longest sequence (rounded up to pad_to_multiple_of if
-    given); with return_indices, also the dataset indices of each batch (to map predictions back
-    to the original order).
+    Returns the recipe's three lists (py_inputs, py_attn_masks, py_labels), one tensor per batch,
+    padded with the tokenizer's pad id to each batch's longest sequence (rounded up to
+    pad_to_multiple_of if given). The loops take batch dicts: tokenize once with
+    `tokenize_without_padding` and use `smart_batches_from_ids`, which gives the same batches.
     """
     check_batch_size(batch_size)
     check_max_len(max_len, tokenizer)
     check_texts_and_labels(text_samples, labels, num_labels)
     input_ids = tokenize_without_padding(text_samples, tokenizer, max_len)
-    return smart_batches_from_ids(input_ids, labels, batch_size, tokenizer.pad_token_id, seed,
-                                  return_indices, pad_to_multiple_of, num_labels)
+    batches = smart_batches_from_ids(input_ids, labels, batch_size, tokenizer.pad_token_id, seed,
+                                     pad_to_multiple_of, num_labels)
+    return tuple([batch[key] for batch in batches] for key in ("input_ids", "attention_mask", "labels"))
 
 
 def fixed_batch_indices(n: int, batch_size: int, seed: int | None = None,
@@ -517,13 +523,13 @@ def fixed_batch_indices(n: int, batch_size: int, seed: int | None = None,
 
 
 def make_fixed_batches(input_ids, labels, batch_size: int, pad_id: int, max_len: int,
-                       seed: int | None = None, shuffle: bool = True, return_indices: bool = False):
-    """The recipe's "old approach": every sequence padded to max_len, batches in random order."""
+                       seed: int | None = None, shuffle: bool = True) -> list[dict]:
+    """The recipe's "old approach": every sequence padded to max_len, batches in random order
+    (dicts, see `batches_from_indices`)."""
     check_max_len(max_len)
     check_labels(labels, len(input_ids))
     indices = fixed_batch_indices(len(input_ids), batch_size, seed, shuffle)
-    batches = batches_from_indices(input_ids, labels, indices, pad_id, pad_to=max_len)
-    return (*batches, indices) if return_indices else batches
+    return batches_from_indices(input_ids, labels, indices, pad_id, pad_to=max_len)
 
 
 def count_tokens(lengths, batch_indices, pad_to: int | None = None,
@@ -547,7 +553,11 @@ def count_tokens(lengths, batch_indices, pad_to: int | None = None,
 # ----------------------------------------------------------------------------------------------
 
 class TokenizedDataset(torch.utils.data.Dataset):
-    """Unpadded token ids and labels; item i is {"input_ids": [...], "labels": label}."""
+    """Unpadded token ids and labels; item i is {"input_ids": [...], "labels": label, "index": i}.
+
+    The index travels with the example into its batch (`PadCollator` keeps it), so that
+    `evaluate` can put predictions back in the dataset's order whatever the batch sampler did.
+    The Hugging Face Trainer drops it (it is no argument of the model's forward)."""
 
     def __init__(self, input_ids: Sequence[Sequence[int]], labels, num_labels: int | None = None,
                  texts: Sequence[str] | None = None):
@@ -561,7 +571,7 @@ class TokenizedDataset(torch.utils.data.Dataset):
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "labels": int(self.labels[i])}
+        return {"input_ids": self.input_ids[i], "labels": int(self.labels[i]), "index": int(i)}
 
 
 @dataclasses.dataclass
@@ -595,8 +605,9 @@ class PadCollator:
     """collate_fn: pad a list of examples to the batch's longest and build the attention mask.
 
     Output has the keys and dtypes of Hugging Face's DataCollatorWithPadding (input_ids,
-    attention_mask, labels), so it drops into a Trainer too. A class rather than a closure so
-    that DataLoader workers (num_workers > 0) can pickle it.
+    attention_mask, labels), so it drops into a Trainer too, plus the examples' "index" when
+    they carry one (`TokenizedDataset` does): the batch dict of `batches_from_indices`. A class
+    rather than a closure so that DataLoader workers (num_workers > 0) can pickle it.
     """
 
     def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
@@ -610,6 +621,8 @@ class PadCollator:
         key = "labels" if "labels" in examples[0] else "label" if "label" in examples[0] else None
         if key:
             batch["labels"] = torch.tensor([int(e[key]) for e in examples], dtype=torch.long)
+        if "index" in examples[0]:
+            batch["index"] = torch.tensor([int(e["index"]) for e in examples], dtype=torch.long)
         return batch
 
 
@@ -714,12 +727,6 @@ def _split_largest(batches: list[np.ndarray], times: int) -> list[np.ndarray]:
 # Training and evaluation: one loop each, used by every notebook and the benchmark.
 # ----------------------------------------------------------------------------------------------
 
-def as_batch_dicts(py_inputs, py_attn_masks, py_labels):
-    """The recipe's three lists as the dicts a DataLoader with our collate function yields."""
-    return [dict(input_ids=i, attention_mask=m, labels=y)
-            for i, m, y in zip(py_inputs, py_attn_masks, py_labels)]
-
-
 # Attention backends the loops allow for PyTorch's scaled_dot_product_attention, which BERT uses.
 # cuDNN attention is left out on purpose. From torch 2.10 on, H100/H200/B200-class GPUs (sm90+)
 # prefer it, and it builds an execution plan for every new input shape: on an H100 a training
@@ -752,18 +759,23 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if major >= 8 else torch.float16
 
 
-def to_device(batch: Mapping, device: torch.device) -> dict:
-    """A batch's tensors on `device`. To a GPU they go from pinned (page-locked) host memory with
-    non_blocking=True: the copy then runs alongside the GPU's work instead of holding up the CPU."""
+def model_inputs(batch: Mapping, device: torch.device, labels: bool = True) -> dict:
+    """What the model takes from a batch dict, on `device`: everything but the dataset "index"
+    (and, with labels=False, the labels). To a GPU the tensors go from pinned (page-locked) host
+    memory with non_blocking=True: the copy then runs alongside the GPU's work instead of
+    holding up the CPU."""
+    skip = {"index"} if labels else {"index", "labels"}
+    tensors = {k: v for k, v in batch.items() if k not in skip}
     if device.type != "cuda":
-        return {k: v.to(device) for k, v in batch.items()}
+        return {k: v.to(device) for k, v in tensors.items()}
     return {k: (v if v.is_pinned() else v.pin_memory()).to(device, non_blocking=True)
-            for k, v in batch.items()}
+            for k, v in tensors.items()}
 
 
 def train_epoch(model, batches, optimizer, scheduler, device, max_grad_norm: float = 1.0,
                 amp_dtype: torch.dtype | None = None, scaler=None, verbose: bool = True) -> dict:
-    """One pass over `batches` (dicts of input_ids / attention_mask / labels). Returns losses and time.
+    """One pass over `batches` (dicts of input_ids / attention_mask / labels, and optionally the
+    dataset index, which the model does not see). Returns losses and time.
 
     Gradient clipping at `max_grad_norm` as in the recipe; with amp_dtype the forward pass runs
     under autocast (pass a GradScaler for float16, which needs loss scaling; bfloat16 does not).
@@ -777,7 +789,7 @@ def train_epoch(model, batches, optimizer, scheduler, device, max_grad_norm: flo
     progress = Progress(total, "batch", updates=10, enabled=verbose and total > 0)
     with attention_backends():
         for step, batch in enumerate(batches, start=1):
-            batch = to_device(batch, device)
+            batch = model_inputs(batch, device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 loss = model(**batch).loss
@@ -804,33 +816,30 @@ def train_epoch(model, batches, optimizer, scheduler, device, max_grad_norm: flo
 @torch.inference_mode()
 def predict(model, batches, device, amp_dtype: torch.dtype | None = None,
             verbose: bool = True) -> dict:
-    """Logits and labels for every batch, in batch order (see `restore_order`), and the time taken.
+    """Logits, labels and dataset indices (None if the batches carry no "index") for every
+    batch, in batch order (`evaluate` restores the dataset's order), and the time taken.
 
     The logits stay on the device until the end, for the same reason as the losses in
     `train_epoch`: copying each batch's to the CPU would wait for the GPU at every step.
     """
     model.eval()
-    logits, labels = [], []
+    logits, labels, indices = [], [], []
     total = len(batches) if hasattr(batches, "__len__") else 0
     progress = Progress(total, "batch", updates=5, enabled=verbose and total > 0)
     with attention_backends():
         for step, batch in enumerate(batches, start=1):
-            inputs = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
+            inputs = model_inputs(batch, device, labels=False)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits.append(model(**inputs).logits.float())
             labels.append(batch["labels"])
+            indices.append(batch.get("index"))
             progress.update(step)
     synchronize(device)
-    logits = torch.cat(logits).cpu()
-    return dict(logits=logits, labels=torch.cat(labels), seconds=progress.elapsed)
-
-
-def restore_order(values: torch.Tensor, batch_indices) -> torch.Tensor:
-    """Undo the batching: row j of `values` belongs to dataset index concat(batch_indices)[j]."""
-    order = torch.as_tensor(np.concatenate(batch_indices), dtype=torch.long)
-    restored = torch.empty_like(values)
-    restored[order] = values
-    return restored
+    if not logits:
+        raise ValueError("no batches to predict")
+    index = None if any(i is None for i in indices) else torch.cat(indices)
+    return dict(logits=torch.cat(logits).cpu(), labels=torch.cat(labels), index=index,
+                seconds=progress.elapsed)
 
 
 def fine_tune(model, batches_for_epoch, settings: Settings, device: torch.device,
@@ -883,16 +892,25 @@ def warm_up(settings: Settings, batches, device: torch.device, steps: int = 2, a
         torch.cuda.empty_cache()
 
 
-def evaluate(model, batches, batch_indices, labels, device, amp: bool = True,
-             verbose: bool = True) -> dict:
-    """Accuracy on `batches`, and predictions put back in the dataset's original order."""
+def evaluate(model, batches, device, amp: bool = True, verbose: bool = True) -> dict:
+    """Accuracy on `batches` (batch dicts, a list or a DataLoader), with the predictions, labels
+    and logits put back in the dataset's order: sorted by the "index" each batch carries, which
+    for a whole dataset is its original order (`index` says which examples they are).
+    Batches without an index keep batch order (index None). Each example counts once: an index
+    seen twice is an error, as it would weigh that example twice in the accuracy."""
     result = predict(model, batches, device, autocast_dtype(device) if amp else None, verbose)
-    predictions = restore_order(result["logits"].argmax(-1), batch_indices).numpy()
-    labels = np.asarray(labels)
-    if len(predictions) != len(labels):
-        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
-    return dict(predictions=predictions, accuracy=float((predictions == labels).mean()),
-                seconds=result["seconds"], logits=restore_order(result["logits"], batch_indices))
+    logits, labels, index = result["logits"], result["labels"], result["index"]
+    if index is not None:
+        index, order = torch.sort(index)
+        if len(index) > 1 and bool((index[1:] == index[:-1]).any()):
+            twice = index[1:][index[1:] == index[:-1]].unique()[:5].tolist()
+            raise ValueError(f"examples {twice} were evaluated more than once: each index must "
+                             "appear in one batch only")
+        logits, labels, index = logits[order], labels[order], index.numpy()
+    predictions = logits.argmax(-1)
+    return dict(predictions=predictions.numpy(), labels=labels.numpy(), index=index,
+                accuracy=float((predictions == labels).float().mean()), logits=logits,
+                seconds=result["seconds"])
 
 
 def make_optimizer(model, settings: Settings, num_training_steps: int):
@@ -1402,7 +1420,7 @@ def step_peak_memory(model, batch: Mapping, device: torch.device, optimizer, amp
     step first to see activations and gradients alone. Autocast on CUDA as in `train_epoch`.
     """
     model.train()
-    batch = to_device(batch, device)
+    batch = model_inputs(batch, device)
     optimizer.zero_grad(set_to_none=True)
     synchronize(device)
     reset_peak_memory(device)

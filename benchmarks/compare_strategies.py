@@ -147,8 +147,7 @@ def build_batches(strategy: Strategy, split: helpers.TokenizedDataset, indices, 
     """(batch dicts, token counts) for these batch indices, padded the strategy's way."""
     multiple = strategy.pad_to_multiple_of or pad_to_multiple_of
     pad_to = max_len if strategy.pad_to_max_len else None
-    batches = helpers.as_batch_dicts(*helpers.batches_from_indices(
-        split.input_ids, split.labels, indices, pad_id, pad_to, multiple))
+    batches = helpers.batches_from_indices(split.input_ids, split.labels, indices, pad_id, pad_to, multiple)
     return batches, helpers.count_tokens(split.lengths, indices, pad_to, multiple)
 
 
@@ -204,8 +203,9 @@ def run_strategy(strategy: Strategy, settings, train: helpers.TokenizedDataset,
     test_indices = strategy.eval_indices(data["test"])
     batches, eval_counts = build_batches(strategy, test, test_indices, *padding)
     eval_build_seconds = time.perf_counter() - start
-    evaluation = helpers.evaluate(model, batches, test_indices, test.labels, device, amp=amp,
-                                  verbose=verbose)
+    evaluation = helpers.evaluate(model, batches, device, amp=amp, verbose=verbose)
+    if len(evaluation["index"]) != len(test):
+        raise RuntimeError(f"{strategy.name}: evaluated {len(evaluation['index'])} of {len(test)} test reviews")
 
     peak_mem = helpers.peak_memory_mb(None)
     cuda_peak = helpers.peak_memory_mb(device) if device.type == "cuda" else None

@@ -205,8 +205,8 @@ def test_5000_realistic_lengths(seed):
 def test_count_tokens_from_masks_equals_count_from_lengths(lengths, batch_size, seed, pad_to):
     input_ids = [[7] * int(k) for k in lengths]
     batches = helpers.smart_batch_indices(lengths, batch_size, seed=seed)
-    _, masks, _ = helpers.batches_from_indices(input_ids, np.zeros(len(lengths), int), batches,
-                                               pad_id=0, pad_to=pad_to)
+    masks = [b["attention_mask"] for b in helpers.batches_from_indices(
+        input_ids, np.zeros(len(lengths), int), batches, pad_id=0, pad_to=pad_to)]
     counts = helpers.count_tokens(lengths, batches, pad_to=pad_to)
     assert counts["real_tokens"] == sum(int(m.sum()) for m in masks)  # the masks' ones
     assert counts["processed_tokens"] == sum(m.numel() for m in masks)  # every cell

@@ -18,7 +18,7 @@ def tiny_setup(tiny_tokenizer):
     texts, labels = helpers.load_imdb("train", source="synthetic", limit=96, seed=1, verbose=False)
     ids = helpers.tokenize_without_padding(texts, tiny_tokenizer, settings.max_len, verbose=False)
     pad_id = tiny_tokenizer.pad_token_id
-    batches = helpers.as_batch_dicts(*helpers.smart_batches_from_ids(ids, labels, 16, pad_id, seed=0))
+    batches = helpers.smart_batches_from_ids(ids, labels, 16, pad_id, seed=0)
     return settings, batches
 
 
@@ -112,7 +112,7 @@ def test_losses_read_at_the_end_are_the_per_step_losses(tiny_setup):
         losses = []
         for batch in batches:  # the recipe's loop: loss.item() every step
             optimizer.zero_grad()
-            loss = model(**batch).loss
+            loss = model(**{k: v for k, v in batch.items() if k != "index"}).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -146,8 +146,9 @@ def test_bucketing_in_padding_collator_and_counter_agree(tiny_tokenizer):
     texts, labels = helpers.load_imdb("train", source="synthetic", limit=64, seed=2, verbose=False)
     ids = helpers.tokenize_without_padding(texts, tiny_tokenizer, 128, verbose=False)
     pad_id = tiny_tokenizer.pad_token_id
-    inputs, masks, _, indices = helpers.smart_batches_from_ids(ids, labels, 16, pad_id, seed=0,
-                                                               return_indices=True, pad_to_multiple_of=8)
+    batches = helpers.smart_batches_from_ids(ids, labels, 16, pad_id, seed=0, pad_to_multiple_of=8)
+    inputs, masks = [b["input_ids"] for b in batches], [b["attention_mask"] for b in batches]
+    indices = [b["index"].tolist() for b in batches]
     assert all(x.shape[1] % 8 == 0 for x in inputs)
     lengths = np.array([len(s) for s in ids])
     counts = helpers.count_tokens(lengths, indices, pad_to_multiple_of=8)

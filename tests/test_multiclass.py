@@ -42,20 +42,21 @@ def test_four_classes_end_to_end_with_tensor_lists(tiny_tokenizer, four_classes)
     train_ids = helpers.tokenize_without_padding(train_texts, tiny_tokenizer, settings.max_len, verbose=False)
 
     def batches_for_epoch(epoch):
-        return helpers.as_batch_dicts(*helpers.smart_batches_from_ids(
-            train_ids, train_labels, settings.batch_size, pad_id, seed=settings.seed + epoch, num_labels=4))
+        return helpers.smart_batches_from_ids(
+            train_ids, train_labels, settings.batch_size, pad_id, seed=settings.seed + epoch, num_labels=4)
 
     model = helpers.load_model(settings, num_labels=4)
     helpers.fine_tune(model, batches_for_epoch, settings, device, verbose=False)
-    *test_batches, test_indices = helpers.make_smart_batches(
-        test_texts, test_labels, settings.batch_size, tiny_tokenizer, settings.max_len, seed=0,
-        return_indices=True)
-    assert {int(y) for batch in test_batches[2] for y in batch} == {0, 1, 2, 3}
-    result = helpers.evaluate(model, helpers.as_batch_dicts(*test_batches), test_indices, test_labels,
-                              device, verbose=False)
+    test_ids = helpers.tokenize_without_padding(test_texts, tiny_tokenizer, settings.max_len, verbose=False)
+    test_batches = helpers.smart_batches_from_ids(test_ids, test_labels, settings.batch_size, pad_id, seed=0)
+    assert {int(y) for batch in test_batches for y in batch["labels"]} == {0, 1, 2, 3}
+    result = helpers.evaluate(model, test_batches, device, verbose=False)
     assert result["logits"].shape == (len(test_labels), 4)
     assert result["accuracy"] > 0.7, result["accuracy"]  # chance is 0.25
     assert set(result["predictions"].tolist()) == {0, 1, 2, 3}
+    # back in the original order: index 0..n-1, the labels line up with the test set's
+    assert result["index"].tolist() == list(range(len(test_labels)))
+    assert result["labels"].tolist() == list(test_labels)
 
 
 def test_four_classes_end_to_end_with_the_dataloader(tiny_tokenizer, four_classes):
@@ -79,7 +80,7 @@ def test_four_classes_end_to_end_with_the_dataloader(tiny_tokenizer, four_classe
     test_sampler = helpers.SmartBatchSampler(test.lengths, settings.batch_size, shuffle=False)
     test_loader = torch.utils.data.DataLoader(test, batch_sampler=test_sampler,
                                               collate_fn=helpers.PadCollator(pad_id))
-    result = helpers.evaluate(model, test_loader, test_sampler.batches(), test_labels, device, verbose=False)
+    result = helpers.evaluate(model, test_loader, device, verbose=False)
     assert result["accuracy"] > 0.7, result["accuracy"]
     # predictions come back in the original order: they line up with the labels
     assert (result["predictions"] == test_labels).mean() == pytest.approx(result["accuracy"])

@@ -57,13 +57,12 @@ def test_smart_and_fixed_batches_predict_the_same(tiny_model, reviews_and_ids):
     input_ids, pad_id = reviews_and_ids
     labels = np.arange(len(input_ids)) % 2
     device = torch.device("cpu")
-    *smart, smart_idx = helpers.smart_batches_from_ids(input_ids, labels, 8, pad_id, seed=0,
-                                                       return_indices=True)
-    *fixed, fixed_idx = helpers.make_fixed_batches(input_ids, labels, 8, pad_id, 256, seed=0,
-                                                   return_indices=True)
-    a = helpers.evaluate(tiny_model, helpers.as_batch_dicts(*smart), smart_idx, labels, device,
-                         verbose=False)
-    b = helpers.evaluate(tiny_model, helpers.as_batch_dicts(*fixed), fixed_idx, labels, device,
-                         verbose=False)
+    smart = helpers.smart_batches_from_ids(input_ids, labels, 8, pad_id, seed=0)
+    fixed = helpers.make_fixed_batches(input_ids, labels, 8, pad_id, 256, seed=0)
+    assert not torch.equal(smart[0]["index"], fixed[0]["index"])  # different batches...
+    a = helpers.evaluate(tiny_model, smart, device, verbose=False)
+    b = helpers.evaluate(tiny_model, fixed, device, verbose=False)
+    assert np.array_equal(a["index"], np.arange(len(input_ids)))  # ...both back in the dataset's order
+    assert np.array_equal(b["index"], a["index"]) and np.array_equal(a["labels"], labels)
     assert (a["logits"] - b["logits"]).abs().max().item() < 1e-5
     assert np.array_equal(a["predictions"], b["predictions"])

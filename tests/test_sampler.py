@@ -199,8 +199,7 @@ def test_dataloader_batches_match_the_tensor_lists(tokenized):
     sampler = helpers.SmartBatchSampler(dataset.lengths, 16, seed=4)
     sampler.set_epoch(1)
     from_loader = loader_batches(dataset, sampler, pad_id, 0)
-    from_lists = helpers.as_batch_dicts(*helpers.smart_batches_from_ids(
-        dataset.input_ids, dataset.labels, 16, pad_id, seed=4 + 1))
+    from_lists = helpers.smart_batches_from_ids(dataset.input_ids, dataset.labels, 16, pad_id, seed=4 + 1)
     assert len(from_loader) == len(from_lists)
     for a, b in zip(from_loader, from_lists):
         assert a.keys() == b.keys()
@@ -234,7 +233,8 @@ def test_dataset_items_and_lengths(tokenized):
     dataset, _ = tokenized
     assert dataset.lengths.tolist() == [len(s) for s in dataset.input_ids]
     item = dataset[3]
-    assert set(item) == {"input_ids", "labels"} and isinstance(item["labels"], int)
+    assert set(item) == {"input_ids", "labels", "index"} and isinstance(item["labels"], int)
+    assert item["index"] == 3  # it travels into the batch, for evaluate
 
 
 def test_one_sequence_batches_that_cannot_be_dealt_evenly_are_an_error():
