@@ -71,3 +71,25 @@ def test_every_notebook_has_the_same_set_up_cell():
     firsts = {path.name: source(code_cells(json.loads(path.read_text(encoding="utf-8")))[0]).strip()
               for path in NOTEBOOKS}
     assert len(set(firsts.values())) == 1, "the set-up cells differ between notebooks"
+
+
+DOCS_LINK = re.compile(r"\]\(((?:\.\./)?docs/[^)\s]+)\)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_links_its_recorded_results(path):
+    """Notebooks are committed without outputs: a reader on GitHub sees a run's numbers and plots
+    only through the recorded files each one links (docs/figures, docs/benchmark)."""
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    text = "".join(source(c) for c in notebook["cells"] if c["cell_type"] == "markdown")
+    links = DOCS_LINK.findall(text)
+    assert links, f"{path.name} links no recorded figure or result under docs/"
+    dead = [link for link in links if not (path.parent / link).resolve().exists()]
+    assert not dead, f"{path.name} links files that do not exist: {dead}"
+
+
+def test_readme_links_to_docs_exist():
+    links = DOCS_LINK.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert links
+    dead = [link for link in links if not (ROOT / link).exists()]
+    assert not dead, f"README.md links files that do not exist: {dead}"
