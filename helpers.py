@@ -816,8 +816,8 @@ def train_epoch(model, batches, optimizer, scheduler, device, max_grad_norm: flo
 @torch.inference_mode()
 def predict(model, batches, device, amp_dtype: torch.dtype | None = None,
             verbose: bool = True) -> dict:
-    """Logits, labels and dataset indices (None if the batches carry no "index") for every
-    batch, in batch order (`evaluate` restores the dataset's order), and the time taken.
+    """Logits, labels and dataset indices (each None if the batches carry no "labels" or
+    "index") for every batch, in batch order (`evaluate` restores the dataset's order), and the time taken.
 
     The logits stay on the device until the end, for the same reason as the losses in
     `train_epoch`: copying each batch's to the CPU would wait for the GPU at every step.
@@ -831,14 +831,15 @@ def predict(model, batches, device, amp_dtype: torch.dtype | None = None,
             inputs = model_inputs(batch, device, labels=False)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits.append(model(**inputs).logits.float())
-            labels.append(batch["labels"])
+            labels.append(batch.get("labels"))
             indices.append(batch.get("index"))
             progress.update(step)
     synchronize(device)
     if not logits:
         raise ValueError("no batches to predict")
+    labels = None if any(y is None for y in labels) else torch.cat(labels)
     index = None if any(i is None for i in indices) else torch.cat(indices)
-    return dict(logits=torch.cat(logits).cpu(), labels=torch.cat(labels), index=index,
+    return dict(logits=torch.cat(logits).cpu(), labels=labels, index=index,
                 seconds=progress.elapsed)
 
 
@@ -896,7 +897,8 @@ def evaluate(model, batches, device, amp: bool = True, verbose: bool = True) -> 
     """Accuracy on `batches` (batch dicts, a list or a DataLoader), with the predictions, labels
     and logits put back in the dataset's order: sorted by the "index" each batch carries, which
     for a whole dataset is its original order (`index` says which examples they are).
-    Batches without an index keep batch order (index None). Each example counts once: an index
+    Batches without an index keep batch order (index None); without labels (new, unlabelled
+    texts) there is no accuracy (labels and accuracy None). Each example counts once: an index
     seen twice is an error, as it would weigh that example twice in the accuracy."""
     result = predict(model, batches, device, autocast_dtype(device) if amp else None, verbose)
     logits, labels, index = result["logits"], result["labels"], result["index"]
@@ -906,11 +908,12 @@ def evaluate(model, batches, device, amp: bool = True, verbose: bool = True) -> 
             twice = index[1:][index[1:] == index[:-1]].unique()[:5].tolist()
             raise ValueError(f"examples {twice} were evaluated more than once: each index must "
                              "appear in one batch only")
-        logits, labels, index = logits[order], labels[order], index.numpy()
+        logits, index = logits[order], index.numpy()
+        labels = None if labels is None else labels[order]
     predictions = logits.argmax(-1)
-    return dict(predictions=predictions.numpy(), labels=labels.numpy(), index=index,
-                accuracy=float((predictions == labels).float().mean()), logits=logits,
-                seconds=result["seconds"])
+    accuracy = None if labels is None else float((predictions == labels).float().mean())
+    return dict(predictions=predictions.numpy(), labels=None if labels is None else labels.numpy(),
+                index=index, accuracy=accuracy, logits=logits, seconds=result["seconds"])
 
 
 def make_optimizer(model, settings: Settings, num_training_steps: int):

@@ -93,3 +93,14 @@ def test_readme_links_to_docs_exist():
     assert links
     dead = [link for link in links if not (ROOT / link).exists()]
     assert not dead, f"README.md links files that do not exist: {dead}"
+
+
+MAX_CELL_LINES = 26  # "a notebook cell does one idea": the shared set-up cell is the longest
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_code_cells_stay_short(path):
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    long = {i: n for i, cell in enumerate(notebook["cells"]) if cell["cell_type"] == "code"
+            and (n := len(source(cell).rstrip("\n").split("\n"))) > MAX_CELL_LINES}
+    assert not long, f"{path.name}: cells (index: lines) longer than {MAX_CELL_LINES} lines: {long}"

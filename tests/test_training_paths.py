@@ -65,6 +65,11 @@ def test_evaluate_restores_the_dataset_order_from_the_batch_index(tiny_tokenizer
     batch_order = np.concatenate([b["index"].numpy() for b in batches])
     np.testing.assert_array_equal(in_batch_order["predictions"], result["predictions"][batch_order])
     assert in_batch_order["accuracy"] == result["accuracy"]
+    # unlabelled texts: predictions in the dataset's order, no accuracy
+    unlabelled = [{k: v for k, v in b.items() if k != "labels"} for b in batches]
+    predicted = helpers.evaluate(model, unlabelled, device, verbose=False)
+    assert predicted["labels"] is None and predicted["accuracy"] is None
+    np.testing.assert_array_equal(predicted["predictions"], result["predictions"])
 
 
 def test_evaluate_refuses_an_example_seen_twice(tiny_tokenizer):
