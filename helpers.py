@@ -904,10 +904,10 @@ def evaluate(model, batches, device, amp: bool = True, verbose: bool = True) -> 
     logits, labels, index = result["logits"], result["labels"], result["index"]
     if index is not None:
         index, order = torch.sort(index)
-        if len(index) > 1 and bool((index[1:] == index[:-1]).any()):
-            twice = index[1:][index[1:] == index[:-1]].unique()[:5].tolist()
-            raise ValueError(f"examples {twice} were evaluated more than once: each index must "
-                             "appear in one batch only")
+        twice = index[1:][index[1:] == index[:-1]].unique()  # sorted: a repeat sits next to itself
+        if len(twice):
+            raise ValueError(f"examples {twice[:5].tolist()} were evaluated more than once: each "
+                             "index must appear in one batch only")
         logits, index = logits[order], index.numpy()
         labels = None if labels is None else labels[order]
     predictions = logits.argmax(-1)
