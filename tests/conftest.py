@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import helpers
+from support import models
 
 # The tests' models and tensors are tiny: one thread is as fast, and on a busy machine it avoids
 # OpenMP threads spinning against each other (seconds instead of milliseconds per step).
@@ -36,7 +36,7 @@ def decode_header(tokenizer, ids) -> tuple[int, int]:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    return helpers.train_tiny_tokenizer()
+    return models.train_tiny_tokenizer()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import helpers
+from support import imdb
 
 TEXTS = ["a good film", "a bad film", "fine"]
 LABELS = [1, 0, 1]
@@ -193,9 +194,9 @@ def test_unknown_split(split):
     (11, "limit 11 is more than the 10 reviews available"),
 ])
 def test_limit_out_of_range(limit, message):
-    texts, labels = helpers.synthetic_reviews(10, seed=0)
+    texts, labels = imdb.synthetic_reviews(10, seed=0)
     with pytest.raises(ValueError, match=message):
-        helpers.balanced_subset(texts, labels, limit)
+        imdb.balanced_subset(texts, labels, limit)
 
 
 def test_limit_too_large_through_load_imdb():
@@ -205,7 +206,7 @@ def test_limit_too_large_through_load_imdb():
 
 def test_synthetic_reviews_need_at_least_one():
     with pytest.raises(ValueError, match="n must be >= 1"):
-        helpers.synthetic_reviews(0)
+        imdb.synthetic_reviews(0)
 
 
 # -- the sampler -----------------------------------------------------------------------------------
@@ -229,4 +230,4 @@ def test_sampler_drop_last_that_leaves_nothing():
 
 def test_subset_of_one_class_data_is_refused():
     with pytest.raises(ValueError, match="cannot keep both classes"):
-        helpers.balanced_subset(["a", "b", "c"], [1, 1, 1], 2)
+        imdb.balanced_subset(["a", "b", "c"], [1, 1, 1], 2)

@@ -128,13 +128,61 @@ def test_readme_badges_open_every_notebook_from_the_set_up_cells_repository():
 
 # ---- the set-up cell on its own -----------------------------------------------------------------
 
-def test_set_up_cell_fetches_helpers_once_per_runtime(tmp_path, served_repo, stand_in_colab):
+def files_in_setup_cell() -> list[str]:
+    """The set-up cell's FILES, computed as the cell computes them."""
+    match = re.search(r"^FILES = .*?(?=^\S)", SETUP_CELL, re.M | re.S)
+    assert match, "the set-up cell should define FILES, the one list of what it fetches"
+    namespace = {}
+    exec(match[0], namespace)
+    return namespace["FILES"]
+
+
+def repository_modules_imported_by(path: Path, seen=None) -> set[str]:
+    """The repository's own files that `path` imports, directly or through each other."""
+    import ast
+
+    seen = set() if seen is None else seen
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+        for name in names:
+            for candidate in (ROOT / (name.replace(".", "/") + ".py"),
+                              ROOT / name.replace(".", "/") / "__init__.py"):
+                relative = candidate.relative_to(ROOT).as_posix()
+                if candidate.exists() and relative not in seen:
+                    seen.add(relative)
+                    if relative.endswith(".py"):
+                        repository_modules_imported_by(candidate, seen)
+            if "." in name:  # a submodule needs its package's __init__ too
+                package_init = ROOT / name.split(".")[0] / "__init__.py"
+                if package_init.exists():
+                    seen.add(package_init.relative_to(ROOT).as_posix())
+    return seen
+
+
+def test_files_are_everything_helpers_imports_and_the_notebooks_run():
+    files = files_in_setup_cell()
+    assert files[0] == "helpers.py" and len(set(files)) == len(files), files
+    needed = {"helpers.py"} | repository_modules_imported_by(ROOT / "helpers.py")
+    run = {f"benchmarks/{name}" for path in NOTEBOOKS
+           for name in re.findall(r"benchmarks/(\w+\.py)", path.read_text(encoding="utf-8"))}
+    for path in NOTEBOOKS:  # the repository's top-level modules a notebook imports or runs
+        code = "\n".join(code_sources(path)[1:])
+        names = re.findall(r"^\s*(?:import|from) (\w+)", code, re.M) + re.findall(r"\b(\w+)\.py\b", code)
+        run |= {f"{name}.py" for name in names if (ROOT / f"{name}.py").exists()}
+    for script in sorted(run):  # a script the notebooks run needs what it imports too
+        needed |= {script} | repository_modules_imported_by(ROOT / script)
+    assert needed <= set(files), f"the set-up cell does not fetch {sorted(needed - set(files))}"
+    assert all((ROOT / name).exists() for name in files), "FILES names a file the repository lacks"
+
+
+def test_set_up_cell_fetches_its_files_once_per_runtime(tmp_path, served_repo, stand_in_colab):
     env = runtime_env(served_repo, stand_in_colab)
     first, requests = requests_during(lambda: run_setup_cell(tmp_path, env))
     assert first.returncode == 0, first.stderr[-3000:]
-    assert requests == [("/helpers.py", 200)]
+    assert requests == [(f"/{name}", 200) for name in files_in_setup_cell()]
     assert (tmp_path / "helpers.py").stat().st_size > 10_000
-    # Run again: helpers.py is already there, so no request at all.
+    # Run again: every file is already there, so no request at all.
     again, requests = requests_during(lambda: run_setup_cell(tmp_path, env))
     assert again.returncode == 0, again.stderr[-3000:]
     assert requests == []
@@ -192,7 +240,8 @@ def run_like_colab(notebook, tmp_path, env):
     result, requests = requests_during(lambda: subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800))
     assert result.returncode == 0, f"{notebook.name} failed in the stand-in Colab:\n{result.stderr[-6000:]}"
-    assert ("/helpers.py", 200) in requests, f"helpers.py was not fetched from the test server: {requests}"
+    fetched = [(f"/{name}", 200) for name in files_in_setup_cell()]
+    assert requests[:len(fetched)] == fetched, f"the set-up cell's files were not fetched from the test server: {requests}"
     executed = json.loads((tmp_path / "executed.ipynb").read_text(encoding="utf-8"))
     code = [c for c in executed["cells"] if c["cell_type"] == "code"]
     assert code[-1]["execution_count"] is not None, "the last cell did not run"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import helpers
+from support import imdb
 
 # (split, class folder, id, rating) -> text; ratings follow IMDB (neg <= 4, pos >= 7)
 FAKE_REVIEWS = {
@@ -79,29 +79,29 @@ def aclimdb_tarball(tmp_path):
 def test_local_sources_give_the_right_texts_and_labels(kind, split, aclimdb_folder, aclimdb_tarball):
     source = {"folder": aclimdb_folder, "parent folder": aclimdb_folder.parent,
               "tarball": aclimdb_tarball}[kind]
-    texts, labels = helpers.load_imdb(split, source=str(source), verbose=False)
+    texts, labels = imdb.load_imdb(split, source=str(source), verbose=False)
     assert labels.dtype == np.int64
     assert Counter(zip(texts, labels.tolist())) == expected(split)
     # same call, same order
-    again, _ = helpers.load_imdb(split, source=str(source), verbose=False)
+    again, _ = imdb.load_imdb(split, source=str(source), verbose=False)
     assert again == texts
 
 
 def test_folder_and_tarball_agree(aclimdb_folder, aclimdb_tarball):
     for split in ("train", "test"):
-        a = helpers.load_imdb(split, source=str(aclimdb_folder), verbose=False)
-        b = helpers.load_imdb(split, source=str(aclimdb_tarball), verbose=False)
+        a = imdb.load_imdb(split, source=str(aclimdb_folder), verbose=False)
+        b = imdb.load_imdb(split, source=str(aclimdb_tarball), verbose=False)
         assert a[0] == b[0] and np.array_equal(a[1], b[1])
 
 
 def test_load_imdb_reports_what_it_loaded(aclimdb_tarball, capsys):
-    helpers.load_imdb("train", source=str(aclimdb_tarball))
+    imdb.load_imdb("train", source=str(aclimdb_tarball))
     out = capsys.readouterr().out
     assert "5 reviews" in out and "2 positive" in out and "3 negative" in out
 
 
 def test_limit_on_a_local_source(aclimdb_folder):
-    texts, labels = helpers.load_imdb("train", source=str(aclimdb_folder), limit=4, verbose=False)
+    texts, labels = imdb.load_imdb("train", source=str(aclimdb_folder), limit=4, verbose=False)
     assert len(texts) == 4 and sorted(labels.tolist()) == [0, 0, 1, 1]
 
 
@@ -137,13 +137,13 @@ def archive_server():
 def test_download_checks_the_sha256_and_caches(tmp_path, archive_server):
     url, sha256, hits = archive_server
     cache = tmp_path / "cache"
-    path = helpers.download_imdb(str(cache), url=url, sha256=sha256)
-    assert path == cache / "aclImdb_v1.tar.gz" and helpers.file_sha256(path) == sha256
+    path = imdb.download_imdb(str(cache), url=url, sha256=sha256)
+    assert path == cache / "aclImdb_v1.tar.gz" and imdb.file_sha256(path) == sha256
     assert len(hits) == 1
-    again = helpers.download_imdb(str(cache), url=url, sha256=sha256)
+    again = imdb.download_imdb(str(cache), url=url, sha256=sha256)
     assert again == path and len(hits) == 1  # served from the cache
     assert sorted(p.name for p in cache.iterdir()) == ["aclImdb_v1.tar.gz"]
-    texts, labels = helpers.load_imdb("test", source=str(path), verbose=False)
+    texts, labels = imdb.load_imdb("test", source=str(path), verbose=False)
     assert Counter(zip(texts, labels.tolist())) == expected("test")
 
 
@@ -151,7 +151,7 @@ def test_download_with_the_wrong_sha256_raises_and_leaves_nothing(tmp_path, arch
     url, sha256, hits = archive_server
     cache = tmp_path / "cache"
     with pytest.raises(ValueError, match="checksum mismatch"):
-        helpers.download_imdb(str(cache), url=url, sha256="0" * 64)
+        imdb.download_imdb(str(cache), url=url, sha256="0" * 64)
     assert len(hits) == 1
     assert list(cache.iterdir()) == []
 
@@ -161,16 +161,16 @@ def test_a_cached_file_with_the_wrong_checksum_is_downloaded_again(tmp_path, arc
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "aclImdb_v1.tar.gz").write_bytes(b"truncated")
-    path = helpers.download_imdb(str(cache), url=url, sha256=sha256)
-    assert helpers.file_sha256(path) == sha256 and len(hits) == 1
+    path = imdb.download_imdb(str(cache), url=url, sha256=sha256)
+    assert imdb.file_sha256(path) == sha256 and len(hits) == 1
 
 
 # -- synthetic -------------------------------------------------------------------------------------
 
 def test_synthetic_reviews_are_deterministic_balanced_and_long_tailed():
-    texts, labels = helpers.synthetic_reviews(2000, seed=3)
-    again, again_labels = helpers.synthetic_reviews(2000, seed=3)
-    other, _ = helpers.synthetic_reviews(2000, seed=4)
+    texts, labels = imdb.synthetic_reviews(2000, seed=3)
+    again, again_labels = imdb.synthetic_reviews(2000, seed=3)
+    other, _ = imdb.synthetic_reviews(2000, seed=4)
     assert texts == again and np.array_equal(labels, again_labels)
     assert texts != other
     assert labels.sum() == 1000  # both classes, balanced
@@ -182,26 +182,26 @@ def test_synthetic_reviews_are_deterministic_balanced_and_long_tailed():
 
 
 def test_synthetic_reviews_carry_a_learnable_signal():
-    texts, labels = helpers.synthetic_reviews(400, seed=0)
-    positive = set(helpers._POSITIVE)
+    texts, labels = imdb.synthetic_reviews(400, seed=0)
+    positive = set(imdb._POSITIVE)
     share = [np.mean([w.strip(".") in positive for w in t.split()]) for t in texts]
     share = np.array(share)
     assert share[labels == 1].mean() > 2 * share[labels == 0].mean()
 
 
 def test_load_imdb_synthetic_with_limit():
-    texts, labels = helpers.load_imdb("train", source="synthetic", limit=101, seed=5, verbose=False)
+    texts, labels = imdb.load_imdb("train", source="synthetic", limit=101, seed=5, verbose=False)
     assert len(texts) == len(labels) == 101
     assert labels.sum() == 51  # the odd one positive
-    test, _ = helpers.load_imdb("test", source="synthetic", limit=101, seed=5, verbose=False)
+    test, _ = imdb.load_imdb("test", source="synthetic", limit=101, seed=5, verbose=False)
     assert not set(test) & set(texts)  # the test split is other reviews
 
 
 @pytest.mark.parametrize("limit", [2, 3, 50, 999])
 def test_balanced_subset_keeps_both_classes_and_the_exact_size(limit):
-    _, labels = helpers.synthetic_reviews(1000, seed=1)
+    _, labels = imdb.synthetic_reviews(1000, seed=1)
     texts = [f"review {i}" for i in range(1000)]
-    sub_texts, sub_labels = helpers.balanced_subset(texts, labels, limit, seed=2)
+    sub_texts, sub_labels = imdb.balanced_subset(texts, labels, limit, seed=2)
     assert len(sub_texts) == len(sub_labels) == limit
     assert len(set(sub_texts)) == limit  # no review twice
     assert set(sub_labels.tolist()) == {0, 1}
@@ -213,7 +213,7 @@ def test_balanced_subset_keeps_both_classes_and_the_exact_size(limit):
 def test_balanced_subset_of_a_lopsided_set_still_has_the_exact_size():
     texts = [f"t{i}" for i in range(10)]
     labels = np.array([1] * 8 + [0] * 2)
-    _, sub = helpers.balanced_subset(texts, labels, 9)
+    _, sub = imdb.balanced_subset(texts, labels, 9)
     assert len(sub) == 9 and set(sub.tolist()) == {0, 1}
 
 
@@ -226,10 +226,10 @@ def test_auto_says_what_it_tried_when_nothing_works(monkeypatch, tmp_path):
     def no_network(cache_dir, *args, **kwargs):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(helpers, "_load_tfds", no_tfds)
-    monkeypatch.setattr(helpers, "download_imdb", no_network)
+    monkeypatch.setattr(imdb, "_load_tfds", no_tfds)
+    monkeypatch.setattr(imdb, "download_imdb", no_network)
     with pytest.raises(RuntimeError, match="could not load IMDB") as info:
-        helpers.load_imdb("train", source="auto", cache_dir=str(tmp_path))
+        imdb.load_imdb("train", source="auto", cache_dir=str(tmp_path))
     message = str(info.value)
     assert "tfds: ImportError" in message and "tensorflow_datasets" in message
     assert "download: OSError" in message and "network unreachable" in message
@@ -243,7 +243,7 @@ def test_auto_falls_back_to_the_download(monkeypatch, tmp_path):
     def no_tfds(split):
         raise ImportError("No module named 'tensorflow_datasets'")
 
-    monkeypatch.setattr(helpers, "_load_tfds", no_tfds)
-    monkeypatch.setattr(helpers, "download_imdb", lambda cache_dir, *a, **k: archive)
-    texts, labels = helpers.load_imdb("test", source="auto", verbose=False)
+    monkeypatch.setattr(imdb, "_load_tfds", no_tfds)
+    monkeypatch.setattr(imdb, "download_imdb", lambda cache_dir, *a, **k: archive)
+    texts, labels = imdb.load_imdb("test", source="auto", verbose=False)
     assert Counter(zip(texts, labels.tolist())) == expected("test")

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import helpers
+from support import device as device_support
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_the_loops_run_attention_without_cudnn(tiny_setup, attention_calls):
 def test_attention_backends_none_leaves_pytorch_to_choose(monkeypatch):
     with helpers.attention_backends():
         assert not torch.backends.cuda.cudnn_sdp_enabled()
-    monkeypatch.setattr(helpers, "ATTENTION_BACKENDS", None)
+    monkeypatch.setattr(device_support, "ATTENTION_BACKENDS", None)
     with helpers.attention_backends():
         assert torch.backends.cuda.cudnn_sdp_enabled()
 

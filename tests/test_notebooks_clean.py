@@ -67,6 +67,11 @@ def test_notebook_starts_with_the_shared_set_up_cell(path):
             f"{path.name}: the second code cell should load the settings"
 
 
+def test_the_set_up_cell_is_short():
+    first = source(code_cells(json.loads(NOTEBOOKS[0].read_text(encoding="utf-8")))[0])
+    assert len(first.rstrip("\n").split("\n")) <= MAX_SET_UP_LINES
+
+
 def test_every_notebook_has_the_same_set_up_cell():
     firsts = {path.name: source(code_cells(json.loads(path.read_text(encoding="utf-8")))[0]).strip()
               for path in NOTEBOOKS}
@@ -95,7 +100,8 @@ def test_readme_links_to_docs_exist():
     assert not dead, f"README.md links files that do not exist: {dead}"
 
 
-MAX_CELL_LINES = 26  # "a notebook cell does one idea": the shared set-up cell is the longest
+MAX_CELL_LINES = 26  # "a notebook cell does one idea"
+MAX_SET_UP_LINES = 15
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import helpers
+from support import imdb
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def tiny_model():
 
 @pytest.fixture(scope="module")
 def reviews_and_ids(tiny_tokenizer):
-    texts, _ = helpers.synthetic_reviews(40, seed=12)
+    texts, _ = imdb.synthetic_reviews(40, seed=12)
     input_ids = helpers.tokenize_without_padding(texts, tiny_tokenizer, 256)
     return input_ids, tiny_tokenizer.pad_token_id
 

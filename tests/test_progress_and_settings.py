@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import helpers
+from support import environment, memory, models
 
 HMS = re.compile(r"^(\d+):([0-5]\d):([0-5]\d)$")
 
@@ -77,7 +78,7 @@ def test_progress_disabled_prints_nothing(capsys):
 
 def test_tiny_profile_settings_and_keyword_overrides():
     tiny = helpers.get_settings("tiny")
-    assert tiny.profile == "tiny" and tiny.model_name == helpers.TINY_MODEL
+    assert tiny.profile == "tiny" and tiny.model_name == models.TINY_MODEL
     assert tiny.data_source == "synthetic"
     assert helpers.get_settings("tiny", batch_size=8).batch_size == 8
     full = helpers.get_settings("full")
@@ -113,7 +114,7 @@ def test_profile_from_environment(monkeypatch):
 ])
 def test_auto_profile_is_full_only_with_cuda(monkeypatch, capsys, colab, cuda, expected, says_why):
     monkeypatch.delenv("SMART_BATCHING_PROFILE", raising=False)
-    monkeypatch.setattr(helpers, "in_colab", lambda: colab)
+    monkeypatch.setattr(environment, "in_colab", lambda: colab)
     monkeypatch.setattr(helpers.torch.cuda, "is_available", lambda: cuda)
     assert helpers.get_settings().profile == expected
     assert helpers.get_settings("auto").profile == expected
@@ -128,12 +129,16 @@ def test_auto_profile_is_full_only_with_cuda(monkeypatch, capsys, colab, cuda, e
 
 
 def test_asking_for_a_profile_in_colab_without_a_gpu_is_obeyed_silently(monkeypatch, capsys):
-    monkeypatch.setattr(helpers, "in_colab", lambda: True)
+    monkeypatch.setattr(environment, "in_colab", lambda: True)
     monkeypatch.setattr(helpers.torch.cuda, "is_available", lambda: False)
     assert helpers.get_settings("full").profile == "full"
     monkeypatch.setenv("SMART_BATCHING_PROFILE", "full")
     assert helpers.get_settings().profile == "full"
     assert capsys.readouterr().out == ""
+    # The same runtime left to `auto` does speak: the silence above is the choice's, not the set-up's.
+    monkeypatch.setenv("SMART_BATCHING_PROFILE", "auto")
+    assert helpers.get_settings().profile == "tiny"
+    assert "Profile 'tiny'" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("variable, value, accepts", [
@@ -197,14 +202,14 @@ def test_describe_lists_every_setting_with_its_value():
 
 
 def test_random_bert_base_has_bert_base_shape_and_borrows_a_tokenizer():
-    settings = helpers.get_settings("full", model_name=helpers.RANDOM_BERT_BASE,
-                                    tokenizer_name=helpers.TINY_MODEL)
+    settings = helpers.get_settings("full", model_name=models.RANDOM_BERT_BASE,
+                                    tokenizer_name=models.TINY_MODEL)
     model = helpers.load_model(settings)
     config = model.config
     assert (config.num_hidden_layers, config.hidden_size, config.vocab_size) == (12, 768, 30522)
     assert helpers.load_tokenizer(settings).pad_token_id == 0
     with pytest.raises(ValueError, match="tokenizer_name"):
-        helpers.load_tokenizer(helpers.get_settings("full", model_name=helpers.RANDOM_BERT_BASE))
+        helpers.load_tokenizer(helpers.get_settings("full", model_name=models.RANDOM_BERT_BASE))
 
 
 def test_comparison_sizes_come_from_the_profile(monkeypatch):
@@ -231,13 +236,13 @@ def test_memory_peak_follows_an_allocation_and_resets():
     by about that much, and after a reset the peak falls back once it is freed."""
     import numpy as np
 
-    if helpers.process_memory_mb("VmHWM") is None:
+    if memory.process_memory_mb("VmHWM") is None:
         pytest.skip("no /proc/self/status (not Linux): the peak is the process's lifetime peak")
-    helpers.reset_peak_memory()
-    before = helpers.peak_memory_mb()
-    assert before == pytest.approx(helpers.process_memory_mb("VmRSS"), rel=0.05)  # peak == now after a reset
+    memory.reset_peak_memory()
+    before = memory.peak_memory_mb()
+    assert before == pytest.approx(memory.process_memory_mb("VmRSS"), rel=0.05)  # peak == now after a reset
     block = np.ones(256 * 2**20 // 8)  # 256 MiB, every page touched
-    assert helpers.peak_memory_mb() - before >= 240
+    assert memory.peak_memory_mb() - before >= 240
     del block
-    helpers.reset_peak_memory()
-    assert helpers.peak_memory_mb() - before < 64
+    memory.reset_peak_memory()
+    assert memory.peak_memory_mb() - before < 64

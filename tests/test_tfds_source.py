@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import helpers
+from support import imdb
 
 ROOT = Path(__file__).resolve().parent.parent
 OWN_PROCESS = "SMART_BATCHING_TFDS_PROCESS"
@@ -62,21 +62,21 @@ else:
 
     @pytest.mark.parametrize("split", ["train", "test"])
     def test_tfds_gives_the_texts_and_labels_decoded(imdb_mock, split):
-        texts, labels = helpers.load_imdb(split, source="tfds", verbose=False)
+        texts, labels = imdb.load_imdb(split, source="tfds", verbose=False)
         assert all(type(t) is str for t in texts)  # bytes decoded, non-ASCII included
         assert texts == [t for t, _ in REVIEWS[split]]
         assert labels.dtype == np.int64 and labels.tolist() == [y for _, y in REVIEWS[split]]
 
     def test_tfds_reports_each_splits_size_and_classes(imdb_mock, capsys):
-        helpers.load_imdb("train", source="tfds")
-        helpers.load_imdb("test", source="tfds")
+        imdb.load_imdb("train", source="tfds")
+        imdb.load_imdb("test", source="tfds")
         out = capsys.readouterr().out
         assert "IMDB train: 8 reviews from tfds (4 positive, 4 negative)" in out
         assert "IMDB test: 3 reviews from tfds (2 positive, 1 negative)" in out
 
     def test_tfds_with_its_random_mock_examples(capsys):
         with tfds.testing.mock_data(num_examples=7):
-            texts, labels = helpers.load_imdb("train", source="tfds")
+            texts, labels = imdb.load_imdb("train", source="tfds")
         assert len(texts) == len(labels) == 7 and all(type(t) is str for t in texts)
         assert set(labels.tolist()) <= {0, 1}
         assert f"7 reviews from tfds ({labels.sum()} positive, {7 - labels.sum()} negative)" in \
@@ -84,21 +84,25 @@ else:
 
     @pytest.mark.parametrize("limit", [4, 5])
     def test_tfds_with_a_limit_gives_a_balanced_seeded_subset(imdb_mock, limit):
-        texts, labels = helpers.load_imdb("train", source="tfds", limit=limit, seed=3, verbose=False)
+        texts, labels = imdb.load_imdb("train", source="tfds", limit=limit, seed=3, verbose=False)
         assert len(texts) == len(set(texts)) == limit
         assert abs(2 * int(labels.sum()) - limit) <= 1 and set(labels.tolist()) == {0, 1}
         assert set(zip(texts, labels.tolist())) <= set(REVIEWS["train"])
-        again = helpers.load_imdb("train", source="tfds", limit=limit, seed=3, verbose=False)
+        again = imdb.load_imdb("train", source="tfds", limit=limit, seed=3, verbose=False)
         assert again[0] == texts and np.array_equal(again[1], labels)
 
     def test_auto_takes_tfds_first(imdb_mock, monkeypatch, capsys):
         def no_download(*args, **kwargs):
             raise AssertionError("auto downloaded although tfds works")
 
-        monkeypatch.setattr(helpers, "download_imdb", no_download)
-        texts, labels = helpers.load_imdb("test", source="auto", limit=2, seed=0)
+        monkeypatch.setattr(imdb, "download_imdb", no_download)
+        texts, labels = imdb.load_imdb("test", source="auto", limit=2, seed=0)
         assert "IMDB test: 2 reviews from tfds (1 positive, 1 negative)" in capsys.readouterr().out
         assert set(zip(texts, labels.tolist())) <= set(REVIEWS["test"])
+        # The trip-wire is live: with tfds failing, auto reaches it (and reports what it raised).
+        monkeypatch.setattr(tfds, "load", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+        with pytest.raises(RuntimeError, match="auto downloaded although tfds works"):
+            imdb.load_imdb("test", source="auto")
 
     def test_auto_falls_back_to_the_download_when_tfds_fails(imdb_mock, monkeypatch, tmp_path,
                                                              capsys):
@@ -108,8 +112,8 @@ else:
         archive = tmp_path / "aclImdb_v1.tar.gz"
         archive.write_bytes(tarball_bytes())
         monkeypatch.setattr(tfds, "load", offline)
-        monkeypatch.setattr(helpers, "download_imdb", lambda cache_dir, *a, **k: archive)
-        texts, labels = helpers.load_imdb("test", source="auto")
+        monkeypatch.setattr(imdb, "download_imdb", lambda cache_dir, *a, **k: archive)
+        texts, labels = imdb.load_imdb("test", source="auto")
         assert Counter(zip(texts, labels.tolist())) == expected("test")
         assert "reviews from download" in capsys.readouterr().out
 
@@ -127,7 +131,7 @@ else:
 
         monkeypatch.setattr(tf.config, "set_visible_devices", recording_hide)
         monkeypatch.setattr(tfds, "load", recording_load)
-        texts, _ = helpers.load_imdb("train", source="tfds", verbose=False)
+        texts, _ = imdb.load_imdb("train", source="tfds", verbose=False)
         assert len(texts) == len(REVIEWS["train"])
         assert calls == [("set_visible_devices", [], "GPU"), ("load",)]
         assert tf.config.get_visible_devices("GPU") == []
@@ -137,5 +141,5 @@ else:
             raise RuntimeError("Visible devices cannot be modified after being initialized")
 
         monkeypatch.setattr(tf.config, "set_visible_devices", too_late)
-        texts, labels = helpers.load_imdb("test", source="tfds", verbose=False)
+        texts, labels = imdb.load_imdb("test", source="tfds", verbose=False)
         assert texts == [t for t, _ in REVIEWS["test"]] and len(labels) == 3
