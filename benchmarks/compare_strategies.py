@@ -18,16 +18,29 @@ subset with helpers.fine_tune, then evaluates on the same test subset with helpe
 batched its own way (see EVAL_BATCHING). Batches are built before each epoch's timer starts, so
 the training time is the model's work; building them is timed separately (build_seconds).
 
+Three timings, so that a busy machine shows rather than misleads:
+
+* The step-cost curve (step_cost.py), measured first: seconds per step at --curve-widths, from
+  which each strategy's epoch time is predicted before it runs (predicted_train_seconds).
+* Interleaved rounds (--rounds, --round-steps): each round trains a few steps of every strategy,
+  in rotating order, each from the same saved model and optimizer state; every round gives each
+  strategy's speed-up against fixed padding, and the report gives the median over rounds with
+  its spread (train_speedup, train_speedup_spread). A slow spell hits one round of every
+  strategy, not one strategy's whole epoch.
+* One full epoch per strategy, one after another (train_seconds): the accuracy, memory and token
+  counts come from these.
+
     python benchmarks/compare_strategies.py --quick                    # tiny profile, seconds
     python benchmarks/compare_strategies.py --data aclImdb_v1.tar.gz --model bert-base-uncased \\
         --train-size 2000 --test-size 2000 --out docs/benchmark
 
-Writes results.json, results.md and results.png to --out.
+Writes results.json, results.md and results.png to --out, and step_costs.png (the curve).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import datetime
 import gc
@@ -46,6 +59,8 @@ BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS.parent))  # helpers.py
 sys.path.insert(0, str(BENCHMARKS))  # batching_speed.py
 import helpers  # noqa: E402
+from support import device as device_support, memory, models  # noqa: E402
+import step_cost  # noqa: E402
 from batching_speed import construction_table  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
@@ -166,7 +181,7 @@ def step_shapes(batches: list[dict]) -> dict:
 
 def release_memory() -> None:
     """Free what the previous strategy left, so that the next one starts from the same baseline
-    (helpers.reset_peak_memory then hands freed heap back to the OS before resetting the peak)."""
+    (memory.reset_peak_memory then hands freed heap back to the OS before resetting the peak)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -174,12 +189,13 @@ def release_memory() -> None:
 
 def run_strategy(strategy: Strategy, settings, train: helpers.TokenizedDataset,
                  test: helpers.TokenizedDataset, pad_id: int, max_tokens: int,
-                 device: torch.device, amp: bool, verbose: bool = True) -> dict:
-    """Train a fresh model with this strategy's batches, evaluate it, and measure both."""
+                 device: torch.device, amp: bool, verbose: bool = True, curve: dict | None = None) -> dict:
+    """Train a fresh model with this strategy's batches, evaluate it, and measure both; with a
+    step-cost curve, also predict both times from the batches' shapes (before they run)."""
     data = {split: Batching(dataset.lengths, settings.batch_size, settings.max_len, max_tokens,
                             settings.seed) for split, dataset in (("train", train), ("test", test))}
     padding = (pad_id, settings.max_len, settings.pad_to_multiple_of)
-    counts, shapes, build_seconds = [], [], [0.0]
+    counts, shapes, build_seconds, predicted = [], [], [0.0], [0.0]
 
     def batches_for_epoch(epoch):
         start = time.perf_counter()
@@ -188,13 +204,15 @@ def run_strategy(strategy: Strategy, settings, train: helpers.TokenizedDataset,
         counts.append(tokens)
         shapes.append(step_shapes(batches))
         build_seconds[0] += time.perf_counter() - start
+        if curve:
+            predicted[0] += step_cost.predict_epoch_seconds(curve, step_cost.batch_shapes(batches))
         return batches
 
     release_memory()
-    helpers.reset_peak_memory(None)  # the process's peak RSS, on every device
+    memory.reset_peak_memory(None)  # the process's peak RSS, on every device
     if device.type == "cuda":
-        helpers.reset_peak_memory(device)
-    start_mem = helpers.process_memory_mb("VmRSS")
+        memory.reset_peak_memory(device)
+    start_mem = memory.process_memory_mb("VmRSS")
 
     model = helpers.load_model(settings)
     history = helpers.fine_tune(model, batches_for_epoch, settings, device, amp=amp, verbose=verbose)
@@ -207,9 +225,10 @@ def run_strategy(strategy: Strategy, settings, train: helpers.TokenizedDataset,
     if len(evaluation["index"]) != len(test):
         raise RuntimeError(f"{strategy.name}: evaluated {len(evaluation['index'])} of {len(test)} test reviews")
 
-    peak_mem = helpers.peak_memory_mb(None)
-    cuda_peak = helpers.peak_memory_mb(device) if device.type == "cuda" else None
+    peak_mem = memory.peak_memory_mb(None)
+    cuda_peak = memory.peak_memory_mb(device) if device.type == "cuda" else None
     eval_shapes = step_shapes(batches)
+    predicted_eval = step_cost.predict_epoch_seconds(curve, step_cost.batch_shapes(batches), "eval") if curve else None
     del model, batches
     padded = sum(c["processed_tokens"] for c in counts)
     real = sum(c["real_tokens"] for c in counts)
@@ -232,7 +251,106 @@ def run_strategy(strategy: Strategy, settings, train: helpers.TokenizedDataset,
         eval_seconds=evaluation["seconds"], eval_build_seconds=eval_build_seconds,
         accuracy=evaluation["accuracy"],
         peak_mem_mb=peak_mem, start_mem_mb=start_mem, cuda_peak_mem_mb=cuda_peak,
+        predicted_train_seconds=predicted[0] if curve else None, predicted_eval_seconds=predicted_eval,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Interleaved rounds: speed-ups that a busy machine cannot bias towards one strategy.
+# ----------------------------------------------------------------------------------------------
+
+def interleaved_schedule(names: list[str], rounds: int) -> list[list[str]]:
+    """The order of each round: every strategy once, the list rotated by one place a round, so
+    that no strategy always runs first (just after the state is restored) or last. With rounds a
+    multiple of len(names), each strategy runs in every position equally often."""
+    n = len(names)
+    return [list(names[r % n:]) + list(names[:r % n]) for r in range(rounds)]
+
+
+def round_slices(batch_tokens, rounds: int, steps: int) -> list[np.ndarray]:
+    """Which of an epoch's batches each round runs: `steps` of them (fewer if the epoch is
+    short), positions in the epoch, in epoch order.
+
+    Every round gets a sample of the same kind: the batches sorted by their tokens (rows x width)
+    are sampled at rounds x steps evenly spaced points, dealt to the rounds in a snake order
+    (0, 1, .., R-1, R-1, .., 1, 0, 0, 1, ..), so that no round gets only the cheap end. When
+    rounds x steps covers the epoch, the rounds together run each batch once; with fewer batches
+    than rounds, a batch can serve two rounds."""
+    n = len(batch_tokens)
+    by_cost = np.argsort(np.asarray(batch_tokens), kind="stable")
+    points = max(rounds, min(n, rounds * steps))
+    picks = by_cost[((np.arange(points) + 0.5) * n / points).astype(int)]
+    lap, position = np.divmod(np.arange(points), rounds)
+    owner = np.where(lap % 2 == 0, position, rounds - 1 - position)
+    return [np.sort(picks[owner == r]) for r in range(rounds)]
+
+
+def run_rounds(strategies: list[Strategy], settings, train: helpers.TokenizedDataset, pad_id: int,
+               max_tokens: int, device: torch.device, amp: bool, rounds: int, steps: int,
+               verbose: bool = True) -> dict[str, dict]:
+    """Time slices of every strategy's first epoch in interleaved rounds (see round_slices and
+    interleaved_schedule), each slice from the same saved model, optimizer and schedule state
+    and the same dropout seed. Each round estimates a strategy's epoch time as its slice's time
+    x its epoch's steps / the slice's steps. Returns per strategy the slices' steps and seconds
+    and those estimates, round by round."""
+    data = Batching(train.lengths, settings.batch_size, settings.max_len, max_tokens, settings.seed)
+    padding = (pad_id, settings.max_len, settings.pad_to_multiple_of)
+    plans = {}
+    for strategy in strategies:
+        indices = strategy.train_indices(data, 0)
+        multiple = strategy.pad_to_multiple_of or settings.pad_to_multiple_of
+        shapes = step_cost.shapes_from_indices(train.lengths, indices, settings.max_len
+                                               if strategy.pad_to_max_len else None, multiple)
+        slices = round_slices([w * rows for w, rows in shapes], rounds, steps)
+        plans[strategy.name] = dict(steps=len(indices), batches=[build_batches(
+            strategy, train, [indices[i] for i in part], *padding)[0] for part in slices])
+
+    release_memory()
+    helpers.set_seed(settings.seed)
+    model = helpers.load_model(settings).to(device)
+    amp_dtype = helpers.autocast_dtype(device) if amp else None
+    optimizer, scheduler = helpers.make_optimizer(model, settings, max(p["steps"] for p in plans.values()))
+    step_model = torch.compile(model, dynamic=True) if settings.compile else model
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    def train_slice(batches):
+        return helpers.train_epoch(step_model, batches, optimizer, scheduler, device, settings.max_grad_norm,
+                                   amp_dtype, scaler, verbose=False)["seconds"]
+
+    # One step first (compiling, with --compile), so that every slice starts with AdamW's state.
+    train_slice(plans[strategies[0].name]["batches"][0][:1])
+    saved = [copy.deepcopy(x.state_dict()) for x in (model, optimizer, scheduler, scaler)]
+    timings = {s.name: dict(round_steps=[], round_seconds=[], round_epoch_seconds=[]) for s in strategies}
+    for r, order in enumerate(interleaved_schedule([s.name for s in strategies], rounds)):
+        for name in order:
+            for part, state in zip((model, optimizer, scheduler, scaler), saved):
+                part.load_state_dict(copy.deepcopy(state))  # a copy: AdamW updates its state in place
+            helpers.set_seed(settings.seed + r)  # the same dropout for every strategy in a round
+            batches = plans[name]["batches"][r]
+            seconds = train_slice(batches)
+            timing = timings[name]
+            timing["round_steps"].append(len(batches))
+            timing["round_seconds"].append(seconds)
+            timing["round_epoch_seconds"].append(seconds * plans[name]["steps"] / len(batches))
+        if verbose:
+            print(f"  round {r + 1}/{rounds}: " + ", ".join(
+                f"{name} {timings[name]['round_seconds'][-1]:.2f} s" for name in order), flush=True)
+    return timings  # the model and its saved state go with this frame; run_strategy frees them
+
+
+def add_round_speedups(strategies: list[dict], timings: dict[str, dict], base_name: str,
+                       epochs: int = 1) -> None:
+    """Each strategy's speed-up against the baseline in each round (the baseline's estimated
+    epoch time / its own), and over the rounds: train_speedup (the median), train_speedup_spread
+    ([smallest, largest]), train_seconds_interleaved (the median epoch estimate x epochs, to set
+    beside train_seconds)."""
+    base = timings[base_name]["round_epoch_seconds"]
+    for s in strategies:
+        timing = timings[s["name"]]
+        speedups = [b / own for b, own in zip(base, timing["round_epoch_seconds"])]
+        s.update(timing, round_speedups=speedups, train_speedup=float(np.median(speedups)),
+                 train_speedup_spread=[min(speedups), max(speedups)],
+                 train_seconds_interleaved=epochs * float(np.median(timing["round_epoch_seconds"])))
 
 
 def add_ratios(strategies: list[dict]) -> str:
@@ -289,7 +407,7 @@ def describe_source(source: str) -> str:
 
 
 def model_info(settings) -> dict:
-    config = helpers.model_config(settings)
+    config = models.model_config(settings)
     return dict(name=describe_source(settings.model_name), model_type=config.model_type,
                 layers=config.num_hidden_layers, hidden_size=config.hidden_size,
                 vocab_size=config.vocab_size)
@@ -358,6 +476,7 @@ def markdown_report(results: dict) -> str:
                  "shape can cost a one-off set-up on a GPU).")
     if base["name"] != "fixed":
         lines.append(f"Fixed padding did not run: ratios are to {base['label']}.")
+    lines += timing_report(results, base)
     lines += ["", "How each strategy batches:", "",
               "| Strategy | Training batches | Evaluation batches |", "|---|---|---|"]
     lines += [f"| {s['label']} | {s['train_batching']} | {s['eval_batching']} |" for s in strategies]
@@ -378,22 +497,89 @@ def markdown_report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fmt_speedup(s: dict) -> str:
+    """The interleaved speed-up as "1.52x (1.41-1.63)": median over rounds (smallest-largest)."""
+    low, high = s["train_speedup_spread"]
+    return f"{s['train_speedup']:.2f}x ({low:.2f}-{high:.2f})"
+
+
+def timing_report(results: dict, base: dict) -> list[str]:
+    """The step-cost curve and, per strategy, the predicted train time next to the measured ones
+    (full epoch, interleaved rounds); nothing for a record made before these existed."""
+    strategies, setup = results["strategies"], results["metadata"]["setup"]
+    curve = results.get("step_costs")
+    predicted = all(s.get("predicted_train_seconds") for s in strategies)
+    rounds = all(s.get("train_speedup_spread") for s in strategies)
+    lines = []
+    if curve:
+        lines += ["", f"Step-cost curve, measured first on a throwaway model (batch size "
+                      f"{curve['batch_size']}, every position a real token, median of {curve['repeats']} "
+                      "after a warm-up step): " + step_cost.read_curve(curve), "",
+                  "| Width | Train step | Train tokens/s | Eval step | Eval tokens/s |",
+                  "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {w} | {ts:.3f} s | {tr:,.0f} | {es:.3f} s | {er:,.0f} |" for w, ts, tr, es, er in zip(
+            curve["widths"], curve["train_seconds"], curve["train_tokens_per_second"],
+            curve["eval_seconds"], curve["eval_tokens_per_second"])]
+    if not (predicted or rounds):
+        return lines
+    base_word = "fixed" if base["name"] == "fixed" else base["name"]
+    lines += ["", f"| Strategy | Train time, predicted | measured (full epoch) | measured / predicted "
+                  f"| interleaved estimate | Speed-up over {base_word}: predicted | full epoch "
+                  "| interleaved, median (min-max) | Eval time, predicted / measured |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in strategies:
+        cells = ["–"] * 8
+        if predicted:
+            cells[0] = fmt_seconds(s["predicted_train_seconds"])
+            cells[2] = f"{s['train_seconds'] / s['predicted_train_seconds']:.2f}"
+            cells[4] = f"{base['predicted_train_seconds'] / s['predicted_train_seconds']:.2f}x"
+            if s.get("predicted_eval_seconds"):
+                cells[7] = f"{fmt_seconds(s['predicted_eval_seconds'])} / {fmt_seconds(s['eval_seconds'])}"
+        cells[1] = fmt_seconds(s["train_seconds"])
+        cells[5] = f"{1 / s['ratios']['train_seconds']:.2f}x"
+        if rounds:
+            cells[3] = fmt_seconds(s["train_seconds_interleaved"])
+            cells[6] = fmt_speedup(s)
+        lines.append(f"| {s['label']} | " + " | ".join(cells) + " |")
+    if predicted:
+        lines += ["", "Predicted: each batch's step time read off the curve at its width (linear "
+                      "between measured widths), times its rows / the batch size, summed over the "
+                      "epoch's batches, known before the epoch runs."]
+    if rounds:
+        lines += [f"Interleaved: {setup.get('rounds')} rounds; in each, {setup.get('round_steps')} "
+                  "training steps of every strategy (a sample of its epoch's batches across their "
+                  "sizes), each from the same saved model and optimizer state, the order rotated "
+                  "every round. A round estimates an epoch as the sample's time x the epoch's steps / "
+                  "the sample's; the speed-up is the median over rounds, in brackets the smallest "
+                  f"and largest. Full epoch: one strategy after another, {base_word}'s time / its own."]
+    return lines
+
+
 def plot_results(results: dict, title: str | None = None):
-    """Training/evaluation time and tokens per strategy, side by side; returns the figure."""
+    """Training/evaluation time and tokens per strategy, side by side; returns the figure. With
+    predictions, the predicted training time is a bar of its own; with interleaved rounds, each
+    strategy's label is its speed-up over them (median, smallest-largest)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     strategies = results["strategies"]
     epochs = results["metadata"]["setup"]["epochs"]
     names = [s["label"] for s in strategies]
-    fig, (ax_time, ax_tokens) = plt.subplots(1, 2, figsize=(12, 0.6 * len(strategies) + 2.5), sharey=True)
+    fig, (ax_time, ax_tokens) = plt.subplots(1, 2, figsize=(12, 0.7 * len(strategies) + 2.5), sharey=True)
     train = f"train ({epochs} epoch{'s' if epochs > 1 else ''})"
-    times = dict(strategy=names * 2, phase=[train] * len(names) + ["evaluate"] * len(names),
-                 seconds=[s["train_seconds"] for s in strategies] + [s["eval_seconds"] for s in strategies])
+    phases = [(train, "train_seconds"), ("evaluate", "eval_seconds")]
+    if all(s.get("predicted_train_seconds") for s in strategies):
+        phases.insert(1, ("train, predicted from step costs", "predicted_train_seconds"))
+    times = dict(strategy=names * len(phases), phase=[p for p, _ in phases for _ in names],
+                 seconds=[s[key] for _, key in phases for s in strategies])
     sns.barplot(times, x="seconds", y="strategy", hue="phase", errorbar=None, ax=ax_time)
-    ax_time.bar_label(ax_time.containers[0], fontsize=8,
-                      labels=[f" {s['ratios']['train_seconds']:.2f}x" for s in strategies])
-    ax_time.set_title("Time (label: train time / fixed padding's)")
+    if all(s.get("train_speedup_spread") for s in strategies):
+        labels = [f" {fmt_speedup(s)}" for s in strategies]
+        ax_time.set_title("Time (label: speed-up, interleaved rounds:\nmedian (smallest-largest))")
+    else:
+        labels = [f" {s['ratios']['train_seconds']:.2f}x" for s in strategies]
+        ax_time.set_title("Time (label: train time / fixed padding's)")
+    ax_time.bar_label(ax_time.containers[0], fontsize=8, labels=labels)
 
     most = max(s["processed_tokens"] for s in strategies)
     scale, unit = (1e6, "million") if most >= 1e6 else (1e3, "thousand")
@@ -406,8 +592,9 @@ def plot_results(results: dict, title: str | None = None):
     ax_tokens.set(xlabel=f"{unit} tokens (training)", title="Tokens (label: padding efficiency)")
     for ax in (ax_time, ax_tokens):
         ax.set_ylabel(None)
-        ax.margins(x=0.15)  # room for the labels at the ends of the bars
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+        ax.margins(x=0.4 if ax is ax_time else 0.15)  # room for the labels at the ends of the bars
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3 if ax is ax_time else 2,
+                  frameon=False, fontsize=8)
     meta = results["metadata"]
     fig.suptitle(title or f"{meta['model']['name']} on {meta['data']['source']}, "
                  f"{meta['machine']['device_name']}", fontsize=10)
@@ -442,9 +629,9 @@ def parse_args(argv=None):
     parser.add_argument("--data", help="aclImdb folder or .tar.gz, or a helpers data source "
                                        "(default: the profile's, or $SMART_BATCHING_DATA)")
     parser.add_argument("--model", help="hub name or local folder (default: the profile's); "
-                        f"'{helpers.RANDOM_BERT_BASE}': bert-base's shape, random weights (GPU timings)")
+                        f"'{models.RANDOM_BERT_BASE}': bert-base's shape, random weights (GPU timings)")
     parser.add_argument("--tokenizer", help="tokenizer name or folder, when not the model's own "
-                        f"(needed with {helpers.RANDOM_BERT_BASE})")
+                        f"(needed with {models.RANDOM_BERT_BASE})")
     parser.add_argument("--train-size", type=size_arg, help="training subset ('all' for 25,000; "
                         f"default {QUICK_SIZES['train_size']} with --quick, else "
                         "the full profile's comparison_size, 2,000)")
@@ -471,6 +658,15 @@ def parse_args(argv=None):
     parser.add_argument("--max-recipe-n", type=int, default=1_000_000,
                         help="time the recipe's list deletion only up to this many sequences")
     parser.add_argument("--warmup-steps", type=int, default=2)
+    parser.add_argument("--curve-widths", default="auto", help="batch widths of the step-cost curve "
+                        "measured first, comma-separated ('auto': 5 from max_len / 8 to max_len; "
+                        "'none' skips it, and the predictions)")
+    parser.add_argument("--curve-repeats", type=int, help="timed repeats per width, the median "
+                        "kept (default 3; 1 with --quick)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds for the speed-ups (default 5; "
+                        "3 with --quick; 0: none, speed-ups from the full epochs only)")
+    parser.add_argument("--round-steps", type=int, help="training steps of each strategy in each "
+                        "round (default 4; 2 with --quick)")
     parser.add_argument("--out", default=str(BENCHMARKS.parent / "outputs" / "benchmark"))
     parser.add_argument("--quiet", action="store_true", help="no per-batch progress lines")
     args = parser.parse_args(argv)
@@ -478,6 +674,21 @@ def parse_args(argv=None):
     unknown = set(args.strategies) - set(STRATEGIES)
     if unknown or not args.strategies:
         parser.error(f"unknown strategies {sorted(unknown)}: choose from {', '.join(STRATEGIES)}")
+    quick = dict(rounds=3, round_steps=2, curve_repeats=1)
+    normal = dict(rounds=5, round_steps=4, curve_repeats=3)
+    for key in quick:
+        if getattr(args, key) is None:
+            setattr(args, key, (quick if args.quick else normal)[key])
+    if args.rounds < 0 or args.round_steps < 1 or args.curve_repeats < 1:
+        parser.error("--rounds must be >= 0, --round-steps and --curve-repeats >= 1")
+    text = args.curve_widths.lower()
+    try:
+        args.curve_widths = (None if text == "none" else "auto" if text == "auto"
+                             else sorted({int(w) for w in text.split(",") if w}))
+    except ValueError:
+        parser.error(f"--curve-widths {args.curve_widths!r}: expected 'auto', 'none' or whole numbers")
+    if isinstance(args.curve_widths, list) and (len(args.curve_widths) < 2 or args.curve_widths[0] < 1):
+        parser.error("--curve-widths needs at least two widths >= 1")
     return args
 
 
@@ -533,18 +744,11 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     machine = machine_info(device)  # now: its load average is the one the run started under
-    tokenizer = helpers.load_tokenizer(settings)
-    helpers.check_max_len(settings.max_len, tokenizer)
-    splits = {}
-    for split, size in (("train", settings.train_size), ("test", settings.test_size)):
-        texts, labels = helpers.load_imdb(split, settings.data_source, limit=size, seed=settings.seed,
-                                          cache_dir=settings.cache_dir)
-        start = time.perf_counter()
-        splits[split] = helpers.TokenizedDataset(
-            helpers.tokenize_without_padding(texts, tokenizer, settings.max_len), labels)
-        print(f"  tokenized {len(texts):,} {split} reviews in {time.perf_counter() - start:.1f} s")
-    train, test = splits["train"], splits["test"]
-    pad_id = tokenizer.pad_token_id
+    start = time.perf_counter()
+    data = helpers.prepare_data(settings)  # settings' train_size / test_size: the comparison sizes
+    train, test, pad_id = data.train, data.test, data.pad_id
+    print(f"  loaded and tokenized {len(train):,} + {len(test):,} reviews in "
+          f"{time.perf_counter() - start:.1f} s")
     # The budget: given, or batch_size x the training reviews' mean length (helpers.token_budget).
     max_tokens = args.max_tokens or helpers.token_budget(train.lengths, settings.batch_size)
     print(f"Token budget of token_budget: {max_tokens:,} tokens"
@@ -556,20 +760,46 @@ def main(argv=None) -> dict:
         settings.max_len, settings.pad_to_multiple_of)
     helpers.warm_up(settings, warm_up_batches, device, args.warmup_steps, amp)
 
+    curve = None
+    if args.curve_widths:
+        widths = step_cost.default_widths(settings.max_len) if args.curve_widths == "auto" else args.curve_widths
+        if widths[-1] > settings.max_len:
+            raise SystemExit(f"--curve-widths up to {widths[-1]}: above max_len {settings.max_len}")
+        print(f"\nStep-cost curve: batch size {settings.batch_size}, widths {widths}, median of "
+              f"{args.curve_repeats} after a warm-up step", flush=True)
+        curve = step_cost.measure_for_settings(settings, device, widths, args.curve_repeats, amp=amp,
+                                               verbose=verbose)
+        for name, seconds in (("train", curve["train_seconds"]), ("eval", curve["eval_seconds"])):
+            print(f"  {name}: " + ", ".join(f"{w}: {s:.3f} s" for w, s in zip(widths, seconds)))
+        print("  " + step_cost.read_curve(curve))
+
+    chosen = [STRATEGIES[name] for name in args.strategies]
+    timings = None
+    if args.rounds:
+        print(f"\nInterleaved rounds: {args.rounds} x {args.round_steps} training steps of each "
+              "strategy, each from the same model state, in rotating order", flush=True)
+        timings = run_rounds(chosen, settings, train, pad_id, max_tokens, device, amp, args.rounds,
+                             args.round_steps, verbose)
+
     strategies = []
     for number, name in enumerate(args.strategies, start=1):
         strategy = STRATEGIES[name]
         print(f"\n[{number}/{len(args.strategies)}] {strategy.label}: train on "
               f"{strategy.train_batching}; evaluate on {strategy.eval_batching}", flush=True)
-        result = run_strategy(strategy, settings, train, test, pad_id, max_tokens, device, amp, verbose)
+        result = run_strategy(strategy, settings, train, test, pad_id, max_tokens, device, amp, verbose,
+                              curve)
         strategies.append(result)
+        predicted = result["predicted_train_seconds"]
         print(f"  => {result['train_steps']:,} steps, {result['processed_tokens']:,} tokens processed "
-              f"({result['efficiency']:.1%} real), train {result['train_seconds']:.2f} s, "
+              f"({result['efficiency']:.1%} real), train {result['train_seconds']:.2f} s"
+              + (f" (predicted {predicted:.2f} s)" if predicted is not None else "") + ", "
               f"eval {result['eval_seconds']:.2f} s, accuracy {result['accuracy']:.3f}, "
               f"peak memory {result['peak_mem_mb']:,.0f} MiB"
               + (f" (CUDA {result['cuda_peak_mem_mb']:,.0f} MiB)" if result["cuda_peak_mem_mb"] else ""),
               flush=True)
-    add_ratios(strategies)
+    base_name = add_ratios(strategies)
+    if timings:
+        add_round_speedups(strategies, timings, base_name, settings.epochs)
 
     sizes_text = args.construction_sizes or ("25000,100000" if args.quick else "25000,1000000")
     sizes = [] if sizes_text.lower() == "none" else [int(s) for s in sizes_text.split(",") if s]
@@ -585,7 +815,10 @@ def main(argv=None) -> dict:
                  max_tokens=max_tokens, learning_rate=settings.learning_rate, seed=settings.seed,
                  amp=amp, amp_dtype=str(amp_dtype).removeprefix("torch.") if amp_dtype else None,
                  warmup_steps=args.warmup_steps, profile=settings.profile, quick=args.quick,
-                 loop=dict(attention_backends=[b.name for b in helpers.ATTENTION_BACKENDS],
+                 rounds=args.rounds, round_steps=args.round_steps,
+                 curve_widths=curve["widths"] if curve else None,
+                 curve_repeats=args.curve_repeats if curve else None,
+                 loop=dict(attention_backends=[b.name for b in device_support.ATTENTION_BACKENDS],
                            pad_to_multiple_of=settings.pad_to_multiple_of, compile=settings.compile,
                            fused_adamw=device.type == "cuda"))
     train_lengths = train.lengths
@@ -601,7 +834,15 @@ def main(argv=None) -> dict:
             total_seconds=time.perf_counter() - started),
         strategies=strategies,
         construction=construction,
+        step_costs=curve,
     )
+    if curve:
+        import matplotlib.pyplot as plt
+
+        fig = step_cost.plot_step_costs(curve, f"Step costs, {describe_source(settings.model_name)} on "
+                                               f"{machine['device_name']}, batch size {settings.batch_size}")
+        fig.savefig(out / "step_costs.png", dpi=150, bbox_inches="tight")
+        plt.close(fig)
     write_results(out, results, markdown_report(results), plot_results(results),
                   time.perf_counter() - started)
     return results

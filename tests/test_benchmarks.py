@@ -14,12 +14,14 @@ BENCHMARKS = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import batching_speed  # noqa: E402
 import compare_strategies  # noqa: E402
+import step_cost  # noqa: E402
 
 REQUIRED = {"name", "label", "processed_tokens", "real_tokens", "efficiency", "train_seconds",
             "train_steps", "eval_seconds", "eval_processed_tokens", "eval_real_tokens", "accuracy",
             "peak_mem_mb", "ratios", "sequences_per_step_mean", "sequences_per_step_max",
             "largest_batch_tokens", "distinct_widths"}
 TRAIN_SIZE, TEST_SIZE, BATCH_SIZE, MAX_LEN = 40, 24, 8, 64
+ROUNDS, ROUND_STEPS = 3, 2  # 6 steps a strategy in all: the 5 of an epoch of 40 / 8, each once
 
 
 def run_script(name, *args, timeout=300):
@@ -38,7 +40,7 @@ def quick_run(tmp_path_factory):
     stdout = run_script("compare_strategies.py", "--quick", "--train-size", TRAIN_SIZE,
                         "--test-size", TEST_SIZE, "--batch-size", BATCH_SIZE, "--max-len", MAX_LEN,
                         "--construction-sizes", "2000,5000", "--max-recipe-n", 2000, "--quiet",
-                        "--out", out)
+                        "--rounds", ROUNDS, "--round-steps", ROUND_STEPS, "--out", out)
     return json.loads((out / "results.json").read_text()), out, stdout
 
 
@@ -112,6 +114,112 @@ def test_steps_and_sequences_per_step(quick_run):
     assert meta["setup"]["max_tokens"] == math.ceil(BATCH_SIZE * meta["data"]["train_mean_tokens"])
 
 
+def test_predicted_times_from_the_step_cost_curve(quick_run):
+    results, out, _ = quick_run
+    curve = results["step_costs"]
+    assert curve["widths"] == step_cost.default_widths(MAX_LEN) and curve["batch_size"] == BATCH_SIZE
+    assert results["metadata"]["setup"]["curve_widths"] == curve["widths"]
+    for s in results["strategies"]:
+        assert s["predicted_train_seconds"] > 0 and s["predicted_eval_seconds"] > 0
+    # Fixed padding: every step max_len wide, batch_size rows: the curve's last point, per step.
+    fixed = by_name(results)["fixed"]
+    assert fixed["predicted_train_seconds"] == pytest.approx(fixed["train_steps"] * curve["train_seconds"][-1])
+    assert (out / "step_costs.png").stat().st_size > 1000
+    report = (out / "results.md").read_text()
+    assert "Train time, predicted" in report and "Step-cost curve" in report
+
+
+def test_interleaved_rounds_give_each_strategy_a_median_speedup_and_its_spread(quick_run):
+    results, _, _ = quick_run
+    assert results["metadata"]["setup"]["rounds"] == ROUNDS
+    for s in results["strategies"]:
+        low, high = s["train_speedup_spread"]
+        assert low <= s["train_speedup"] <= high and len(s["round_speedups"]) == ROUNDS
+        assert len(s["round_seconds"]) == len(s["round_epoch_seconds"]) == ROUNDS
+        assert all(steps >= 1 for steps in s["round_steps"])
+        assert s["train_seconds_interleaved"] > 0
+    fixed = by_name(results)["fixed"]
+    assert fixed["train_speedup"] == 1 and fixed["train_speedup_spread"] == [1, 1]
+    # 3 rounds x 2 steps cover the 5 steps of an epoch: together the rounds run each batch once.
+    assert sum(fixed["round_steps"]) == fixed["train_steps"]
+    assert "interleaved, median (min-max)" in (quick_run[1] / "results.md").read_text()
+
+
+def test_interleaved_schedule_runs_every_strategy_once_a_round_in_rotating_order():
+    names = ["fixed", "dynamic", "smart", "length_grouped", "token_budget"]
+    schedule = compare_strategies.interleaved_schedule(names, 10)
+    assert len(schedule) == 10
+    for r, order in enumerate(schedule):
+        assert sorted(order) == sorted(names)  # every strategy once in every round
+        assert order[0] == names[r % 5] and order == names[r % 5:] + names[:r % 5]
+    for name in names:  # rounds a multiple of 5: each strategy in each position twice
+        assert sorted(order.index(name) for order in schedule) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert compare_strategies.interleaved_schedule(["a", "b"], 3) == [["a", "b"], ["b", "a"], ["a", "b"]]
+    assert compare_strategies.interleaved_schedule(names, 0) == []
+
+
+def test_round_slices_are_alike_samples_of_the_epoch():
+    rng = np.random.default_rng(0)
+    tokens = rng.permutation(np.arange(1, 41) * 100)  # 40 batches, each a different cost
+    slices = compare_strategies.round_slices(tokens, rounds=5, steps=8)  # 5 x 8: the whole epoch
+    assert sorted(np.concatenate(slices).tolist()) == list(range(40))
+    assert all(len(s) == 8 and list(s) == sorted(s) for s in slices)  # epoch order within a slice
+    # Dealt in a snake, every round gets the same mean cost rank (even steps: exactly).
+    ranks = np.argsort(np.argsort(tokens))
+    assert len({ranks[s].sum() for s in slices}) == 1
+    sample = compare_strategies.round_slices(tokens, rounds=4, steps=3)  # 12 of 40 batches
+    assert [len(s) for s in sample] == [3] * 4
+    assert len(set(np.concatenate(sample).tolist())) == 12  # no batch twice
+    assert all(ranks[s].min() < 14 and ranks[s].max() > 26 for s in sample)  # cheap to costly each
+    uneven = compare_strategies.round_slices(tokens[:7], rounds=3, steps=4)
+    assert sorted(len(s) for s in uneven) == [2, 2, 3] and len(np.concatenate(uneven)) == 7
+    few = compare_strategies.round_slices([5, 9], rounds=3, steps=4)  # fewer batches than rounds
+    assert all(len(s) >= 1 for s in few) and set(np.concatenate(few).tolist()) == {0, 1}
+
+
+def test_round_speedups_are_the_baselines_estimate_over_each_strategys():
+    strategies = [dict(name="fixed"), dict(name="smart")]
+    timings = {name: dict(round_steps=[2, 2, 2], round_seconds=seconds, round_epoch_seconds=epochs)
+               for name, seconds, epochs in (("fixed", [1, 1, 1], [10.0, 12.0, 30.0]),
+                                             ("smart", [1, 1, 1], [5.0, 8.0, 10.0]))}
+    compare_strategies.add_round_speedups(strategies, timings, "fixed")
+    smart = strategies[1]
+    assert smart["round_speedups"] == [2.0, 1.5, 3.0]
+    assert smart["train_speedup"] == 2.0 and smart["train_speedup_spread"] == [1.5, 3.0]
+    assert smart["train_seconds_interleaved"] == 8.0
+    compare_strategies.add_round_speedups(strategies, timings, "fixed", epochs=3)
+    assert smart["train_seconds_interleaved"] == 24.0  # to set beside train_seconds, all epochs
+
+
+def test_an_old_record_without_predictions_or_rounds_still_reports_and_plots():
+    """docs/benchmark/results.json as recorded before step costs and rounds existed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    recorded = json.loads((ROOT / "docs" / "benchmark" / "results.json").read_text())
+    for s in recorded["strategies"]:
+        for key in ("predicted_train_seconds", "train_speedup_spread", "train_speedup"):
+            s.pop(key, None)
+    recorded.pop("step_costs", None)
+    report = compare_strategies.markdown_report(recorded)
+    assert "Train time, predicted" not in report and all(s["label"] in report for s in recorded["strategies"])
+    fig = compare_strategies.plot_results(recorded)
+    __import__("matplotlib.pyplot").pyplot.close(fig)
+
+
+def test_curve_and_round_options():
+    args = compare_strategies.parse_args([])
+    assert args.curve_widths == "auto" and args.curve_repeats == 3 and args.rounds >= 1
+    quick = compare_strategies.parse_args(["--quick"])
+    assert (quick.curve_repeats, quick.rounds, quick.round_steps) == (1, 3, 2)
+    assert compare_strategies.parse_args(["--curve-widths", "none"]).curve_widths is None
+    assert compare_strategies.parse_args(["--curve-widths", "200,50"]).curve_widths == [50, 200]
+    for bad in (["--curve-widths", "x"], ["--curve-widths", "64"], ["--rounds", "-1"],
+                ["--round-steps", "0"]):
+        with pytest.raises(SystemExit):
+            compare_strategies.parse_args(bad)
+
+
 def test_loop_settings_are_recorded(quick_run):
     loop = quick_run[0]["metadata"]["setup"]["loop"]
     assert "CUDNN_ATTENTION" not in loop["attention_backends"] and loop["compile"] is False
@@ -138,6 +246,7 @@ def test_a_run_without_fixed_padding_compares_to_its_first_strategy(tmp_path):
     assert bucketed["processed_tokens"] >= smart["processed_tokens"]
     assert bucketed["processed_tokens"] % 8 == 0 and bucketed["distinct_widths"] <= 64 // 8
     assert "ratios are to Smart batching (recipe)" in (tmp_path / "results.md").read_text()
+    assert smart["train_speedup_spread"] == [1, 1]  # the rounds' speed-ups are to the first, too
 
 
 def test_gpu_check_runs_small_and_reports_every_part(tmp_path):
@@ -154,8 +263,13 @@ def test_gpu_check_runs_small_and_reports_every_part(tmp_path):
     assert names == ["fixed", "smart", "smart_bucketed", "token_budget"]
     assert {c["check"].split(" >=")[0].split(" <=")[0] for c in results["targets"]} >= {
         "smart batching trains", "the token budget trains", "sorted evaluation runs"}
+    curve = results["step_costs"]  # part 0: the step-cost curve at the tiny profile's max_len 128
+    assert curve["widths"] == step_cost.default_widths(128) and len(curve["train_seconds"]) == 5
+    assert all(s["predicted_train_seconds"] > 0 and len(s["train_speedup_spread"]) == 2
+               for s in results["benchmark"]["strategies"])
     report = (tmp_path / "results.md").read_text()
     assert "Quick mode" in report and "cuDNN allowed" in report
+    assert "## 0. What a step costs" in report and "train, predicted" in report
     assert (tmp_path / "results.png").stat().st_size > 1000
 
 
