@@ -1,0 +1,82 @@
+"""The recorded runs' figures, by name, for the text that quotes them.
+
+A number from a recorded run, written in README.md or a notebook's markdown, carries a marker
+right after it that names where it comes from and how it is formatted:
+
+    smart batching trained **1.52x**<!-- fig: benchmark/results.json smart.train_speedup .2f --> faster
+
+(an HTML comment: GitHub, Jupyter and Colab show the number alone). tests/test_recorded_figures.py
+formats the recorded value and fails if the text before the marker does not end with it, so a
+re-recorded run cannot leave a stale number behind. `python docs/recorded.py` lists every name.
+
+Names: a JSON file under docs/, then a dotted path in it; a list of records is indexed by their
+"name" field. Benchmark strategies also get, computed here from their ratios to fixed padding:
+train_speedup, eval_speedup (fixed padding's time / theirs), tokens_saved (1 - their tokens /
+fixed padding's) and tokens_ratio (fixed padding's tokens / theirs); a notebook run with "smart" and "fixed" gets train_speedup and tokens_ratio
+(fixed padding's tokens / smart batching's).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+
+
+def load(relative: str) -> dict:
+    record = json.loads((DOCS / relative).read_text(encoding="utf-8"))
+    for strategy in record.get("strategies", []):
+        ratios = strategy.get("ratios") or {}
+        if ratios.get("train_seconds"):
+            strategy.setdefault("train_speedup", 1 / ratios["train_seconds"])  # a newer record has its median over rounds
+        if ratios.get("eval_seconds"):
+            strategy["eval_speedup"] = 1 / ratios["eval_seconds"]
+        if ratios.get("processed_tokens"):
+            strategy["tokens_saved"] = 1 - ratios["processed_tokens"]
+            strategy["tokens_ratio"] = 1 / ratios["processed_tokens"]
+    for run in record.get("runs", []):  # a notebook run that compared smart batching with fixed padding
+        smart, fixed = run.get("smart", {}), run.get("fixed", {})
+        if smart.get("train_seconds") and fixed.get("train_seconds"):
+            run["train_speedup"] = fixed["train_seconds"] / smart["train_seconds"]
+        if smart.get("processed_tokens") and fixed.get("processed_tokens"):
+            run["tokens_ratio"] = fixed["processed_tokens"] / smart["processed_tokens"]
+    return record
+
+
+def lookup(relative: str, path: str):
+    """The value at a dotted path in docs/<relative>; a list is indexed by its items' "name"."""
+    value = load(relative)
+    for key in path.split("."):
+        if isinstance(value, list):
+            matches = [item for item in value if isinstance(item, dict) and item.get("name") == key]
+            if len(matches) != 1:
+                raise KeyError(f"{relative}: no single record named {key!r} in {path!r}")
+            value = matches[0]
+        elif isinstance(value, dict) and key in value:
+            value = value[key]
+        else:
+            raise KeyError(f"{relative}: {path!r} has no {key!r}")
+    return value
+
+
+def quotable(value, prefix=""):
+    """(name, value) for every number in a record, depth first."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from quotable(item, f"{prefix}.{key}" if prefix else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            key = item.get("name", str(i)) if isinstance(item, dict) else str(i)
+            yield from quotable(item, f"{prefix}.{key}" if prefix else key)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield prefix, value
+
+
+if __name__ == "__main__":
+    for path in sorted(DOCS.rglob("*.json")):
+        relative = path.relative_to(DOCS).as_posix()
+        if len(sys.argv) > 1 and not any(arg in relative for arg in sys.argv[1:]):
+            continue
+        for name, value in quotable(load(relative)):
+            print(f"{relative} {name} = {value!r}")

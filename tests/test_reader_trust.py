@@ -1,0 +1,207 @@
+"""Guards that keep the notebooks' and the README's prose true of the code and the recorded runs.
+
+* A setting the prose asks the reader to change in the settings cell is a (commented) line of that
+  cell, and the notebook's code reads it (directly, or through a helper it hands `settings` to).
+* Every image a notebook or the README embeds exists in the repository; notebooks from 02 on embed
+  their recorded results with an address that resolves on GitHub and in Colab, and a caption.
+* A number quoted from a recorded run carries a marker naming its source (docs/recorded.py), and
+  the recorded value, formatted, is what the text says. The README's benchmark table is checked
+  cell by cell against docs/benchmark/results.json.
+"""
+import ast
+import dataclasses
+import inspect
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import helpers
+import support.device
+import support.environment
+import support.imdb
+import support.memory
+import support.models
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+README = ROOT / "README.md"
+SETTINGS = {f.name for f in dataclasses.fields(helpers.Settings)}
+sys.path.insert(0, str(ROOT / "docs"))
+import recorded  # noqa: E402
+
+
+def cells(path, kind):
+    return ["".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+            if c["cell_type"] == kind]
+
+
+def markdown_of(path) -> str:
+    return "\n\n".join(cells(path, "markdown")) if path.suffix == ".ipynb" else path.read_text(encoding="utf-8")
+
+
+# ---- settings the prose asks the reader to change ---------------------------------------------------
+
+def settings_named_for_the_settings_cell(markdown: str) -> set[str]:
+    """Settings a sentence mentioning the settings cell names as `name` or `name=value`."""
+    named = set()
+    for sentence in re.split(r"(?<=[.!?])\s+|\n\n", markdown):
+        if "settings cell" in sentence:
+            named |= {name for name in re.findall(r"`(?:settings\.)?(\w+)\s*=?[^`]*`", sentence)
+                      if name in SETTINGS}
+    return named
+
+
+MODULES = [helpers, support.device, support.environment, support.imdb, support.memory, support.models]
+
+
+def settings_read_by(function, seen=None) -> set[str]:
+    """The Settings fields a function reads from its `settings`, and through the functions it hands
+    `settings` to (helpers and support), transitively; Settings' own methods count too."""
+    seen = set() if seen is None else seen
+    if function in seen:
+        return set()
+    seen.add(function)
+    try:
+        tree = ast.parse(inspect.getsource(function).lstrip() if not inspect.isclass(function)
+                         else inspect.getsource(function))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return set()
+    read = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "settings":
+            read.add(node.attr)
+            method = getattr(helpers.Settings, node.attr, None)
+            if callable(method):
+                read |= {a.attr for a in ast.walk(ast.parse(inspect.getsource(method).lstrip()))
+                         if isinstance(a, ast.Attribute) and isinstance(a.value, ast.Name) and a.value.id == "self"}
+        if isinstance(node, ast.Call) and any(isinstance(a, ast.Name) and a.id == "settings"
+                                              for a in [*node.args, *[k.value for k in node.keywords]]):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            for module in MODULES:
+                callee = getattr(module, name or "", None)
+                if callable(callee):
+                    read |= settings_read_by(callee, seen)
+    return read
+
+
+def settings_read_by_notebook(path) -> set[str]:
+    code = "\n".join(cells(path, "code")[2:])  # after the set-up and settings cells
+    read = set(re.findall(r"\bsettings\.(\w+)", code))
+    for method in [m for m in read if callable(getattr(helpers.Settings, m, None))]:
+        read |= settings_read_by(getattr(helpers.Settings, method)) | {"train_size", "test_size",
+                                                                        "comparison_size"}
+    for name in set(re.findall(r"\bhelpers\.(\w+)\(", code)):
+        if re.search(rf"helpers\.{name}\((?:[^()]|\([^()]*\))*\bsettings\b", code):
+            read |= settings_read_by(getattr(helpers, name))
+    return read
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_settings_the_prose_asks_for_are_in_the_settings_cell_and_used(path):
+    settings_cell = cells(path, "code")[1]
+    offered = set(re.findall(r"^\s*#\s*(\w+)=", settings_cell, re.M))
+    named = settings_named_for_the_settings_cell(markdown_of(path))
+    assert named <= offered, f"{path.name} asks for {sorted(named - offered)}, which its settings cell lacks"
+    unread = named - settings_read_by_notebook(path)
+    assert not unread, f"{path.name} asks the reader to change {sorted(unread)}, which its code never reads"
+
+
+def test_the_settings_guard_would_catch_an_unread_setting():
+    prose = "Then uncomment `pad_to_multiple_of=8` in the settings cell and run it again."
+    assert settings_named_for_the_settings_cell(prose) == {"pad_to_multiple_of"}
+    assert "pad_to_multiple_of" not in settings_read_by(helpers.prepare_data)
+    assert {"train_size", "model_name", "max_len", "seed"} <= settings_read_by(helpers.prepare_data)
+    assert {"learning_rate", "weight_decay", "epochs"} <= settings_read_by(helpers.fine_tune)
+
+
+# ---- images ------------------------------------------------------------------------------------------
+
+IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def repository():
+    setup = cells(NOTEBOOKS[0], "code")[0]
+    return re.search(r'"SMART_BATCHING_REPO", "([\w.-]+/[\w.-]+)"', setup)[1]
+
+
+def image_file(address: str, base: Path) -> Path | None:
+    raw = f"https://raw.githubusercontent.com/{repository()}/main/"
+    if address.startswith(raw):
+        return ROOT / address[len(raw):]
+    if re.match(r"\w+://", address):
+        return None  # an outside image (a Colab badge)
+    return (base / address).resolve()
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, README], ids=[p.name for p in [*NOTEBOOKS, README]])
+def test_every_embedded_image_exists(path):
+    for _, address in IMAGE.findall(markdown_of(path)):
+        if "raw.githubusercontent.com" in address:
+            assert address.startswith(f"https://raw.githubusercontent.com/{repository()}/main/"), \
+                f"{path.name}: {address} is not from the set-up cell's repository"
+        file = image_file(address, path.parent)
+        assert file is None or file.is_file(), f"{path.name} embeds {address}, which does not exist"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS[1:], ids=[p.name for p in NOTEBOOKS[1:]])
+def test_notebooks_show_their_recorded_results_with_a_caption(path):
+    markdown = markdown_of(path)
+    raw = f"https://raw.githubusercontent.com/{repository()}/main/docs/"
+    # the image, then its caption: an italic paragraph (up to the next blank line)
+    shown = [m for m in re.finditer(r"!\[[^\]]*\]\(([^)\s]+)\)[ \t]*\n+[ \t]*([*_](?:.+\n?)+)", markdown)
+             if m[1].startswith(raw)]
+    assert shown, f"{path.name} embeds no recorded figure from docs/ by its GitHub address, with a caption"
+    for match in shown:
+        caption = match[2]
+        assert re.search(r"CPU|GPU", caption) and re.search(r"BERT|bert", caption) and "review" in caption, \
+            f"{path.name}: the caption should say the machine, model and data: {caption!r}"
+
+
+# ---- numbers quoted from recorded runs ------------------------------------------------------------------
+
+MARKER = re.compile(r"<!--\s*fig:\s*(\S+)\s+(\S+)\s+(\S+)\s*-->")
+
+
+def quoted_figures():
+    for path in [*NOTEBOOKS, README]:
+        markdown = markdown_of(path)
+        for match in MARKER.finditer(markdown):
+            yield path, markdown[max(0, match.start() - 20):match.start()], match
+
+
+def test_quoted_figures_match_their_records():
+    wrong = []
+    for path, before, match in quoted_figures():
+        file, dotted, spec = match.groups()
+        expected = format(recorded.lookup(file, dotted), spec.replace("_", " "))
+        if expected not in before:
+            wrong.append(f"{path.name}: {before!r} quotes {file} {dotted}, which is {expected}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_figure_guard_would_catch_a_stale_number():
+    assert format(recorded.lookup("benchmark/results.json", "strategies.smart.train_speedup"), ".2f") == "1.52"
+    with pytest.raises(KeyError):
+        recorded.lookup("benchmark/results.json", "strategies.no_such_strategy.accuracy")
+
+
+def readme_benchmark_rows():
+    section = README.read_text(encoding="utf-8").split("### Every strategy side by side", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # after the header
+    return [[cell.strip(" *") for cell in row.strip("|").split("|")] for row in rows[:5]]
+
+
+def test_the_readme_benchmark_table_is_the_recorded_one():
+    record = recorded.load("benchmark/results.json")
+    rows = readme_benchmark_rows()
+    assert len(rows) == len(record["strategies"])
+    for row, s in zip(rows, record["strategies"]):
+        expected = [
+            f"{s['train_steps']}", f"{s['sequences_per_step_mean']:.1f}".removesuffix(".0") + f" / {s['sequences_per_step_max']}",
+            f"{s['processed_tokens']:,}", f"{s['efficiency']:.1%}".replace("%", " %"),
+            f"{s['train_seconds']:,.1f} s", f"{s['train_speedup']:.2f}", f"{s['eval_seconds']:,.1f} s",
+            f"{s['eval_speedup']:.2f}", f"{s['peak_mem_mb']:,.0f} MiB", f"{s['accuracy']:.3f}"]
+        assert row[1:] == expected, f"README row {row[0]!r} differs from results.json's {s['name']}"
