@@ -5,15 +5,17 @@ right after it that names where it comes from and how it is formatted:
 
     smart batching trained **1.52x**<!-- fig: benchmark/results.json smart.train_speedup .2f --> faster
 
-(an HTML comment: GitHub, Jupyter and Colab show the number alone). tests/test_recorded_figures.py
-formats the recorded value and fails if the text before the marker does not end with it, so a
+(an HTML comment: GitHub, Jupyter and Colab show the number alone). tests/test_reader_trust.py
+formats the recorded value and fails if the 20 characters before the marker do not hold it, so a
 re-recorded run cannot leave a stale number behind. `python docs/recorded.py` lists every name.
 
 Names: a JSON file under docs/, then a dotted path in it; a list of records is indexed by their
-"name" field. Benchmark strategies also get, computed here from their ratios to fixed padding:
-train_speedup, eval_speedup (fixed padding's time / theirs), tokens_saved (1 - their tokens /
-fixed padding's) and tokens_ratio (fixed padding's tokens / theirs); a notebook run with "smart" and "fixed" gets train_speedup and tokens_ratio
-(fixed padding's tokens / smart batching's).
+"name" field, a list of numbers by position. Computed here for benchmark strategies, from their
+ratios to fixed padding: train_speedup (a newer record's own: the median over interleaved rounds),
+eval_speedup, epoch_speedup (full epochs, one after another), tokens_saved (1 - their tokens /
+fixed padding's), tokens_ratio (fixed padding's tokens / theirs) and, where the record predicts
+epoch times, predicted_speedup. A notebook run with "smart" and "fixed" gets train_speedup and
+tokens_ratio.
 """
 from __future__ import annotations
 
@@ -35,6 +37,13 @@ def load(relative: str) -> dict:
         if ratios.get("processed_tokens"):
             strategy["tokens_saved"] = 1 - ratios["processed_tokens"]
             strategy["tokens_ratio"] = 1 / ratios["processed_tokens"]
+    strategies = record.get("strategies", [])
+    base = next((s for s in strategies if (s.get("ratios") or {}).get("train_seconds") == 1), None)
+    for strategy in strategies:
+        if strategy.get("ratios", {}).get("train_seconds"):  # one full epoch after another
+            strategy["epoch_speedup"] = 1 / strategy["ratios"]["train_seconds"]
+        if base and base.get("predicted_train_seconds") and strategy.get("predicted_train_seconds"):
+            strategy["predicted_speedup"] = base["predicted_train_seconds"] / strategy["predicted_train_seconds"]
     for run in record.get("runs", []):  # a notebook run that compared smart batching with fixed padding
         smart, fixed = run.get("smart", {}), run.get("fixed", {})
         if smart.get("train_seconds") and fixed.get("train_seconds"):
@@ -48,7 +57,9 @@ def lookup(relative: str, path: str):
     """The value at a dotted path in docs/<relative>; a list is indexed by its items' "name"."""
     value = load(relative)
     for key in path.split("."):
-        if isinstance(value, list):
+        if isinstance(value, list) and key.isdigit() and not any(isinstance(v, dict) for v in value):
+            value = value[int(key)]  # a list of numbers: by position
+        elif isinstance(value, list):
             matches = [item for item in value if isinstance(item, dict) and item.get("name") == key]
             if len(matches) != 1:
                 raise KeyError(f"{relative}: no single record named {key!r} in {path!r}")

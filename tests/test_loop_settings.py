@@ -189,3 +189,14 @@ def test_optimizer_is_not_fused_on_the_cpu(tiny_setup):
     settings, _ = tiny_setup
     optimizer, _ = helpers.make_optimizer(helpers.load_model(settings), settings, 1)
     assert not optimizer.defaults.get("fused")
+
+
+def test_weight_decay_is_the_recipes_zero_unless_set(tiny_setup):
+    """torch.optim.AdamW decays by 0.01 unless told; the recipe's transformers.AdamW used 0.0."""
+    settings, _ = tiny_setup
+    model = helpers.load_model(settings)
+    assert helpers.Settings().weight_decay == 0.0 and helpers.get_settings("full").weight_decay == 0.0
+    optimizer, _ = helpers.make_optimizer(model, settings, 10)
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.0]
+    decayed, _ = helpers.make_optimizer(model, helpers.get_settings("tiny", weight_decay=0.01), 10)
+    assert [group["weight_decay"] for group in decayed.param_groups] == [0.01]
