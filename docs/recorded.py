@@ -14,7 +14,8 @@ Names: a JSON file under docs/, then a dotted path in it; a list of records is i
 ratios to fixed padding: train_speedup (a newer record's own: the median over interleaved rounds),
 eval_speedup, epoch_speedup (full epochs, one after another), tokens_saved (1 - their tokens /
 fixed padding's), tokens_ratio (fixed padding's tokens / theirs) and, where the record predicts
-epoch times, predicted_speedup. A notebook run with "smart" and "fixed" gets train_speedup and
+epoch times, predicted_speedup and measured_over_predicted (the full epoch's seconds / the
+predicted). A notebook run with "smart" and "fixed" gets train_speedup and
 tokens_ratio.
 """
 from __future__ import annotations
@@ -44,6 +45,8 @@ def load(relative: str) -> dict:
             strategy["epoch_speedup"] = 1 / strategy["ratios"]["train_seconds"]
         if base and base.get("predicted_train_seconds") and strategy.get("predicted_train_seconds"):
             strategy["predicted_speedup"] = base["predicted_train_seconds"] / strategy["predicted_train_seconds"]
+        if strategy.get("predicted_train_seconds") and strategy.get("train_seconds"):
+            strategy["measured_over_predicted"] = strategy["train_seconds"] / strategy["predicted_train_seconds"]
     for run in record.get("runs", []):  # a notebook run that compared smart batching with fixed padding
         smart, fixed = run.get("smart", {}), run.get("fixed", {})
         if smart.get("train_seconds") and fixed.get("train_seconds"):

@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import batching_speed  # noqa: E402
 import compare_strategies  # noqa: E402
 import step_cost  # noqa: E402
+import step_trace  # noqa: E402
 
 REQUIRED = {"name", "label", "processed_tokens", "real_tokens", "efficiency", "train_seconds",
             "train_steps", "eval_seconds", "eval_processed_tokens", "eval_real_tokens", "accuracy",
@@ -304,3 +305,33 @@ def test_synthetic_lengths_and_token_comparison():
     tokens = batching_speed.token_comparison(lengths, 16, 400)
     assert tokens["fixed"]["real_tokens"] == tokens["smart"]["real_tokens"] == lengths.sum()
     assert tokens["smart"]["processed_tokens"] < tokens["fixed"]["processed_tokens"] == 5000 * 400
+
+
+def test_step_trace_summary_arithmetic():
+    rows = [dict(width=10, rows=2, seconds=2.0, faults=100, new_width=True, predicted=1.0),
+            dict(width=10, rows=2, seconds=1.5, faults=300, new_width=False, predicted=1.0),
+            dict(width=20, rows=1, seconds=3.0, faults=200, new_width=True, predicted=2.0)]
+    s = step_trace.summarize(rows)
+    assert (s["steps"], s["seconds"], s["faults_per_step"]) == (3, 6.5, 200.0)
+    assert s["tokens_per_step"] == 20 and s["predicted_seconds"] == 4.0 and s["measured_over_predicted"] == 1.625
+    assert s["new_width_ratio_median"] == 1.75 and s["seen_width_ratio_median"] == 1.5
+    assert "predicted_seconds" not in step_trace.summarize([dict(rows[0], predicted=None)])
+
+
+def test_step_trace_runs_a_strategy_after_another_in_one_process(tmp_path):
+    curve = tmp_path / "curve.json"
+    curve.write_text(json.dumps({"step_costs": {"widths": [2, 128], "batch_size": 8,
+                                                "train_seconds": [0.01, 0.1], "eval_seconds": [0.01, 0.1]}}))
+    out = tmp_path / "trace.json"
+    run_script("step_trace.py", "--quick", "--before", "fixed", "--before-steps", 2, "--steps", 3,
+               "--curve", curve, "--out", out)
+    trace = json.loads(out.read_text())
+    assert trace["before"]["steps"] == 2 and trace["traced"]["steps"] == len(trace["traced"]["rows"]) == 3
+    seen = set()
+    for row in trace["before"]["rows"] + trace["traced"]["rows"]:  # "new": new to the process
+        assert row["new_width"] == (row["width"] not in seen) and row["seconds"] > 0 and row["predicted"] > 0
+        seen.add(row["width"])
+    assert not trace["before"]["rows"][1]["new_width"]  # fixed padding: one width, max_len
+    assert trace["metadata"]["command"].startswith("python benchmarks/step_trace.py --quick")
+    with pytest.raises(SystemExit):
+        step_trace.parse_args(["--out", str(out), "--steps", "0"])
