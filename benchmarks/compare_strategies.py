@@ -28,7 +28,9 @@ Three timings, so that a busy machine shows rather than misleads:
   its spread (train_speedup, train_speedup_spread). A slow spell hits one round of every
   strategy, not one strategy's whole epoch.
 * One full epoch per strategy, one after another (train_seconds): the accuracy, memory and token
-  counts come from these.
+  counts come from these. Each epoch and evaluation also records where its time went
+  (train_counters, eval_counters: CPU seconds, page faults, the machine's steal time), so that a
+  slow epoch tells a process doing more work from one kept waiting.
 
     python benchmarks/compare_strategies.py --quick                    # tiny profile, seconds
     python benchmarks/compare_strategies.py --data aclImdb_v1.tar.gz --model bert-base-uncased \\
@@ -47,6 +49,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -215,13 +218,17 @@ def run_strategy(strategy: Strategy, settings, train: helpers.TokenizedDataset,
     start_mem = memory.process_memory_mb("VmRSS")
 
     model = helpers.load_model(settings)
+    counters = process_counters()
     history = helpers.fine_tune(model, batches_for_epoch, settings, device, amp=amp, verbose=verbose)
+    train_counters = counters_since(counters)
 
     start = time.perf_counter()
     test_indices = strategy.eval_indices(data["test"])
     batches, eval_counts = build_batches(strategy, test, test_indices, *padding)
     eval_build_seconds = time.perf_counter() - start
+    counters = process_counters()
     evaluation = helpers.evaluate(model, batches, device, amp=amp, verbose=verbose)
+    eval_counters = counters_since(counters)
     if len(evaluation["index"]) != len(test):
         raise RuntimeError(f"{strategy.name}: evaluated {len(evaluation['index'])} of {len(test)} test reviews")
 
@@ -252,6 +259,7 @@ def run_strategy(strategy: Strategy, settings, train: helpers.TokenizedDataset,
         accuracy=evaluation["accuracy"],
         peak_mem_mb=peak_mem, start_mem_mb=start_mem, cuda_peak_mem_mb=cuda_peak,
         predicted_train_seconds=predicted[0] if curve else None, predicted_eval_seconds=predicted_eval,
+        train_counters=train_counters, eval_counters=eval_counters,  # wall, CPU, page faults, steal
     )
 
 
@@ -399,6 +407,26 @@ def machine_info(device: torch.device) -> dict:
         cuda=torch.version.cuda if device.type == "cuda" else None,
     )
     return info
+
+
+def process_counters() -> dict:
+    """Where time goes, so far: this process's CPU seconds, its page faults (memory it had to get
+    from the kernel again) and the machine's steal time (CPU time a shared host gave to other
+    guests; Linux only, else None). Wall time against CPU seconds and steal tells a process doing
+    more work from a process kept waiting."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()  # cpu user nice ... steal
+        steal = int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        steal = None
+    return dict(wall_seconds=time.perf_counter(), cpu_seconds=usage.ru_utime + usage.ru_stime,
+                page_faults=usage.ru_minflt, steal_seconds=steal)
+
+
+def counters_since(start: dict) -> dict:
+    now = process_counters()
+    return {key: None if value is None or now[key] is None else now[key] - value for key, value in start.items()}
 
 
 def describe_source(source: str) -> str:
@@ -797,6 +825,10 @@ def main(argv=None) -> dict:
               f"peak memory {result['peak_mem_mb']:,.0f} MiB"
               + (f" (CUDA {result['cuda_peak_mem_mb']:,.0f} MiB)" if result["cuda_peak_mem_mb"] else ""),
               flush=True)
+        c = result["train_counters"]
+        print(f"     training used {c['cpu_seconds']:,.1f} CPU s in {c['wall_seconds']:,.1f} s, "
+              f"{c['page_faults'] / max(result['train_steps'], 1):,.0f} page faults a step"
+              + (f", steal {c['steal_seconds']:.1f} s" if c["steal_seconds"] is not None else ""), flush=True)
     base_name = add_ratios(strategies)
     if timings:
         add_round_speedups(strategies, timings, base_name, settings.epochs)

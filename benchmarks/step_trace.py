@@ -3,10 +3,11 @@
 compare_strategies.py reports an epoch's time as one number. When that number and the curve's
 prediction disagree, this script says where: it trains a strategy's first-epoch batches through
 helpers.train_epoch in a fresh process and records, per step, the width, the seconds, the curve's
-prediction for that shape, whether the width is new to the process, and the page faults
-(memory the process had to get from the kernel again). `--before fixed` first trains another
-strategy's batches on another model, as the benchmark does before a later strategy, so that the
-same batches can be timed in a fresh process and in one with a history.
+prediction for that shape, whether the width is new to the process, its CPU seconds, its page
+faults (memory the process had to get from the kernel again) and the machine's steal time.
+`--before fixed` first trains another strategy's batches on another model, as the benchmark does
+before a later strategy, so that the same batches can be timed in a fresh process and in one with
+a history.
 
     python benchmarks/step_trace.py --data path/to/aclImdb_v1.tar.gz --model path/to/model \\
         --curve docs/benchmark/results.json --steps 125 --out trace.json
@@ -19,9 +20,7 @@ import argparse
 import datetime
 import gc
 import json
-import resource
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +33,15 @@ import helpers  # noqa: E402
 import step_cost  # noqa: E402
 
 
-def page_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 def traced(batches, rows: list, seen: set, curve: dict | None):
     """Yield the batches; after each step (the loop asks for the next batch) record that step."""
     for batch in batches:
         width, size = (int(n) for n in batch["input_ids"].shape[::-1])
-        start, faults = time.perf_counter(), page_faults()
+        start = compare_strategies.process_counters()
         yield batch
-        rows.append(dict(width=width, rows=size, seconds=time.perf_counter() - start,
-                         faults=page_faults() - faults, new_width=width not in seen,
+        spent = compare_strategies.counters_since(start)
+        rows.append(dict(width=width, rows=size, seconds=spent["wall_seconds"], cpu_seconds=spent["cpu_seconds"],
+                         faults=spent["page_faults"], steal_seconds=spent["steal_seconds"], new_width=width not in seen,
                          predicted=step_cost.predict_epoch_seconds(curve, [(width, size)]) if curve else None))
         seen.add(width)
 
@@ -55,6 +51,8 @@ def summarize(rows: list[dict]) -> dict:
     seconds = sum(r["seconds"] for r in rows)
     summary = dict(steps=len(rows), seconds=seconds, faults_per_step=float(np.mean([r["faults"] for r in rows])),
                    tokens_per_step=float(np.mean([r["width"] * r["rows"] for r in rows])))
+    if rows and rows[0].get("cpu_seconds") is not None:  # traces before 2026-12-05 have no CPU time
+        summary["cpu_over_wall"] = sum(r["cpu_seconds"] for r in rows) / seconds
     if rows and rows[0]["predicted"] is not None:
         predicted = sum(r["predicted"] for r in rows)
         summary.update(predicted_seconds=predicted, measured_over_predicted=seconds / predicted)

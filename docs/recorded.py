@@ -15,7 +15,8 @@ ratios to fixed padding: train_speedup (a newer record's own: the median over in
 eval_speedup, epoch_speedup (full epochs, one after another), tokens_saved (1 - their tokens /
 fixed padding's), tokens_ratio (fixed padding's tokens / theirs) and, where the record predicts
 epoch times, predicted_speedup and measured_over_predicted (the full epoch's seconds / the
-predicted). A notebook run with "smart" and "fixed" gets train_speedup and
+predicted), and train_counters.cpu_over_wall / eval_counters.cpu_over_wall (CPU seconds / wall
+seconds of a phase: how many cores it kept busy). A notebook run with "smart" and "fixed" gets train_speedup and
 tokens_ratio.
 """
 from __future__ import annotations
@@ -47,6 +48,10 @@ def load(relative: str) -> dict:
             strategy["predicted_speedup"] = base["predicted_train_seconds"] / strategy["predicted_train_seconds"]
         if strategy.get("predicted_train_seconds") and strategy.get("train_seconds"):
             strategy["measured_over_predicted"] = strategy["train_seconds"] / strategy["predicted_train_seconds"]
+        for phase in ("train", "eval"):  # records from 2026-12-05 count CPU seconds per phase
+            counters = strategy.get(f"{phase}_counters") or {}
+            if counters.get("cpu_seconds") and counters.get("wall_seconds"):
+                counters["cpu_over_wall"] = counters["cpu_seconds"] / counters["wall_seconds"]
     for run in record.get("runs", []):  # a notebook run that compared smart batching with fixed padding
         smart, fixed = run.get("smart", {}), run.get("fixed", {})
         if smart.get("train_seconds") and fixed.get("train_seconds"):

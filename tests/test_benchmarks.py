@@ -65,6 +65,10 @@ def test_all_five_strategies_with_the_required_keys(quick_run):
         assert strategy["train_seconds"] > 0 and strategy["eval_seconds"] > 0
         assert strategy["peak_mem_mb"] > 0
         assert 0 <= strategy["accuracy"] <= 1
+        # the counters span the epoch (its batch building too) and the evaluation
+        for phase in ("train", "eval"):
+            counters = strategy[f"{phase}_counters"]
+            assert counters["wall_seconds"] >= strategy[f"{phase}_seconds"] and counters["cpu_seconds"] > 0
     assert by_name(results)["fixed"]["ratios"]["train_seconds"] == 1
 
 
@@ -316,6 +320,21 @@ def test_step_trace_summary_arithmetic():
     assert s["tokens_per_step"] == 20 and s["predicted_seconds"] == 4.0 and s["measured_over_predicted"] == 1.625
     assert s["new_width_ratio_median"] == 1.75 and s["seen_width_ratio_median"] == 1.5
     assert "predicted_seconds" not in step_trace.summarize([dict(rows[0], predicted=None)])
+    assert "cpu_over_wall" not in s  # a trace recorded before CPU time was
+    timed = [dict(r, cpu_seconds=c) for r, c in zip(rows, (4.0, 3.0, 6.0))]
+    assert step_trace.summarize(timed)["cpu_over_wall"] == 13.0 / 6.5
+
+
+def test_process_counters_count_this_process_work():
+    start = compare_strategies.process_counters()
+    assert set(start) == {"wall_seconds", "cpu_seconds", "page_faults", "steal_seconds"}
+    block = bytearray(64 * 2**20)  # 64 MiB, touched: the kernel must hand the process new pages
+    block[::4096] = b"x" * len(block[::4096])
+    sum(i * i for i in range(300_000))
+    spent = compare_strategies.counters_since(start)
+    assert spent["wall_seconds"] > 0 and spent["cpu_seconds"] > 0 and spent["page_faults"] >= 8_000
+    assert spent["steal_seconds"] is None or spent["steal_seconds"] >= 0
+    del block
 
 
 def test_step_trace_runs_a_strategy_after_another_in_one_process(tmp_path):
@@ -330,6 +349,7 @@ def test_step_trace_runs_a_strategy_after_another_in_one_process(tmp_path):
     seen = set()
     for row in trace["before"]["rows"] + trace["traced"]["rows"]:  # "new": new to the process
         assert row["new_width"] == (row["width"] not in seen) and row["seconds"] > 0 and row["predicted"] > 0
+        assert row["cpu_seconds"] > 0 and row["faults"] >= 0
         seen.add(row["width"])
     assert not trace["before"]["rows"][1]["new_width"]  # fixed padding: one width, max_len
     assert trace["metadata"]["command"].startswith("python benchmarks/step_trace.py --quick")
