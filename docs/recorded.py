@@ -16,8 +16,8 @@ eval_speedup, epoch_speedup (full epochs, one after another), tokens_saved (1 - 
 fixed padding's), tokens_ratio (fixed padding's tokens / theirs) and, where the record predicts
 epoch times, predicted_speedup and measured_over_predicted (the full epoch's seconds / the
 predicted), and train_counters.cpu_over_wall / eval_counters.cpu_over_wall (CPU seconds / wall
-seconds of a phase: how many cores it kept busy). A notebook run with "smart" and "fixed" gets train_speedup and
-tokens_ratio.
+seconds of a phase: how many cores it kept busy). A notebook run with "smart" and "fixed" gets
+train_speedup and tokens_ratio.
 """
 from __future__ import annotations
 
