@@ -2,13 +2,14 @@
 
     parser = argparse.ArgumentParser()
     add_settings_options(parser, "profile", "model_name", "batch_size", "train_size")
-    settings = settings_from_options(parser.parse_args())
+    settings = helpers.get_settings(**given_settings(parser.parse_args()))
 
 An option the user does not give is absent from the parsed namespace (argparse.SUPPRESS), so it
-never overrides the profile, a SMART_BATCHING_* environment variable or a keyword override:
-`helpers.get_settings` applies those in that order, and the options given go last. The options
-work on an `argparse.ArgumentParser` and on transformers' `HfArgumentParser` (a subclass), whose
-parse_args_into_dataclasses returns them in its last, left-over namespace.
+never overrides the profile or a SMART_BATCHING_* environment variable: `helpers.get_settings`
+applies those first and the options given last. (support/ never imports helpers, so the caller
+calls get_settings.) The options work on an `argparse.ArgumentParser` and on transformers'
+`HfArgumentParser` (a subclass), whose parse_args_into_dataclasses returns them in its last,
+left-over namespace.
 """
 from __future__ import annotations
 
@@ -78,11 +79,7 @@ def add_settings_options(parser: argparse.ArgumentParser, *settings: str, **defa
         parser.add_argument(option, dest=name, default=defaults.get(name, argparse.SUPPRESS), **keywords)
 
 
-def settings_from_options(options: argparse.Namespace, **overrides):
-    """helpers.get_settings(profile, **the options given, **overrides): an option not given leaves
-    the profile's value or the environment's."""
-    import helpers
-
-    given = {name: value for name, value in vars(options).items() if name in OPTIONS}
-    profile = given.pop("profile", None)
-    return helpers.get_settings(profile, **{**given, **overrides})
+def given_settings(options: argparse.Namespace) -> dict:
+    """The settings given on the command line, for helpers.get_settings(**given_settings(options)):
+    an option not given is absent, so the profile's value or the environment's stays."""
+    return {name: value for name, value in vars(options).items() if name in OPTIONS}

@@ -3,13 +3,14 @@ import argparse
 
 import pytest
 
-from support.arguments import add_settings_options, settings_from_options
+import helpers
+from support.arguments import add_settings_options, given_settings
 
 
 def parse(argv, *names, **defaults):
     parser = argparse.ArgumentParser()
     add_settings_options(parser, *names, **defaults)
-    return settings_from_options(parser.parse_args(argv))
+    return helpers.get_settings(**given_settings(parser.parse_args(argv)))
 
 
 def test_options_not_given_leave_the_profile_and_the_environment(monkeypatch):
