@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +112,7 @@ def run_strategy(name: str, settings, train, test, pad_id: int, job: dict) -> di
         eval_distinct_widths=step_shapes(batches)["distinct_widths"],
         peak_mem_mb=memory.peak_memory_mb(None), start_mem_mb=start_mem,
         cuda_peak_mem_mb=memory.peak_memory_mb(device) if device.type == "cuda" else None,
-        train_counters=train_counters, eval_counters=eval_counters)  # wall, CPU, page faults, steal
+        train_counters=train_counters, eval_counters=eval_counters, process_id=os.getpid())
     return dict(result, **token_figures(counts, shapes, eval_counts))
 
 

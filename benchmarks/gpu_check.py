@@ -237,8 +237,7 @@ def parse_args(argv=None):
 
 
 def check_settings(args):
-    """The tiny profile with --quick; else the full profile with the check's own model and sizes
-    where neither an option nor SMART_BATCHING_* sets them."""
+    """The tiny profile with --quick; else the full one, CHECK_SETTINGS where no option or variable says."""
     if args.quick:
         return helpers.get_settings("tiny")
     given = set(vars(args)) | set(environment_overrides())
