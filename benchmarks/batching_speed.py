@@ -2,41 +2,32 @@
 
 The recipe removes each batch from a Python list of the remaining indices (`del samples[a:b]`),
 which shifts the rest of the list every time: O(n^2 / batch_size). helpers.smart_batch_indices
-makes the same random draws with a structure that removes a run in O(log n), so both give
-identical batches. This script times the two on
+makes the same random draws on the order cut into chunks with a Fenwick tree of their sizes
+(finding a run: O(log n); removing it: a short deletion inside one or two chunks), so both give
+identical batches. This times the two (best of --repeats; the recipe once above 250,000, not at
+all above --max-recipe-n) on synthetic IMDB-like lengths up to --n, and with --data and --model
+on the IMDB training reviews' own lengths, with the tokens each batching processes. It asserts
+nothing: it is a measurement. Target: 1,000,000 lengths in under a second.
 
-1. the IMDB training reviews' token counts, when --data (an aclImdb folder or .tar.gz) and
-   --model (a tokenizer: hub name or local folder) are given, and
-2. synthetic long-tailed lengths (log-normal, shaped like IMDB's, clipped to 1..max_len) at
-   100,000, 250,000 and --n (1,000,000 by default),
+    python -m benchmarks.batching_speed --n 20000          # small and quick (the tests run this)
+    python -m benchmarks.batching_speed --data aclImdb_v1.tar.gz --model bert-base-uncased
 
-prints the time of each (best of --repeats; the recipe once above 250,000 because it is slow, and
-not at all above --max-recipe-n), checks that both give identical batches, and on IMDB prints the
-tokens processed with fixed padding and with smart batching. It asserts nothing: it is a
-measurement. Target: 1,000,000 lengths in under a second.
-
-    python benchmarks/batching_speed.py
-    python benchmarks/batching_speed.py --data aclImdb_v1.tar.gz --model bert-base-uncased
-    python benchmarks/batching_speed.py --n 20000          # small and quick (the tests run this)
-
-compare_strategies.py imports `construction_table` from here for its own batch-construction rows.
+max_len, batch size and seed not given: the profile's (support/arguments.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers.py lives one level up
-import helpers  # noqa: E402
+import helpers
+from support.arguments import add_settings_options, settings_from_options, whole_number
 
-# Token counts of the 25,000 IMDB training reviews with the bert-base-uncased vocabulary, before
-# truncation, are close to log-normal: log-mean 5.53 (about 250 tokens), log-sd 0.65; 23 % are
-# longer than 400 tokens. Synthetic lengths drawn this way batch like IMDB's.
+# The token counts of IMDB's training reviews with the bert-base-uncased vocabulary, before
+# truncation, are close to log-normal with these parameters (IMDB's own lengths: `--data`).
+# Synthetic lengths drawn this way batch like IMDB's.
 IMDB_LOG_MEAN, IMDB_LOG_SD = 5.53, 0.65
 TARGET_N, TARGET_SECONDS = 1_000_000, 1.0
 RECIPE_REPEAT_LIMIT = 250_000  # above this the recipe is timed once: a repeat would cost seconds
@@ -49,12 +40,12 @@ def synthetic_lengths(n: int, max_len: int = 400, seed: int = 0) -> np.ndarray:
     return np.clip(lengths, 1, max_len).astype(np.int64)
 
 
-def imdb_lengths(data: str, model: str, max_len: int = 400) -> np.ndarray:
+def imdb_lengths(settings) -> np.ndarray:
     """Token counts of the IMDB training reviews, truncated at max_len, as the notebooks make them."""
-    texts, _ = helpers.load_imdb("train", source=data)
-    tokenizer = helpers.load_tokenizer(helpers.get_settings("full", model_name=model))
+    texts, _ = helpers.load_imdb("train", source=settings.data_source)
+    tokenizer = helpers.load_tokenizer(settings)
     start = time.perf_counter()
-    input_ids = helpers.tokenize_without_padding(texts, tokenizer, max_len)
+    input_ids = helpers.tokenize_without_padding(texts, tokenizer, settings.max_len)
     print(f"tokenized {len(texts):,} reviews in {time.perf_counter() - start:.1f} s")
     return np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
 
@@ -67,10 +58,6 @@ def best_time(function, repeats: int):
         result = function()
         best = min(best, time.perf_counter() - start)
     return best, result
-
-
-def same_batches(a, b) -> bool:
-    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def time_construction(lengths, batch_size: int = 16, seed: int = 0, repeats: int = 3,
@@ -87,21 +74,18 @@ def time_construction(lengths, batch_size: int = 16, seed: int = 0, repeats: int
         recipe_seconds, recipe = best_time(
             lambda: helpers.recipe_batch_indices(lengths, batch_size, seed), recipe_repeats)
         row.update(recipe_seconds=recipe_seconds, recipe_repeats=recipe_repeats,
-                   identical=same_batches(smart, recipe))
+                   identical=len(smart) == len(recipe) and all(map(np.array_equal, smart, recipe)))
     return row
 
 
-def construction_table(sizes, batch_size: int = 16, max_len: int = 400, max_recipe_n: int | None = None,
-                       repeats: int = 3, seed: int = 0, verbose: bool = True) -> list[dict]:
+def construction_table(sizes, batch_size: int, max_len: int, max_recipe_n: int, repeats: int, seed: int) -> list[dict]:
     """`time_construction` on synthetic IMDB-like lengths at each size; the recipe only up to max_recipe_n."""
     rows = []
     for n in sizes:
-        run_recipe = max_recipe_n is None or n <= max_recipe_n
         row = dict(lengths="synthetic", **time_construction(synthetic_lengths(n, max_len, seed),
-                                                            batch_size, seed, repeats, run_recipe))
+                                                            batch_size, seed, repeats, n <= max_recipe_n))
         rows.append(row)
-        if verbose:
-            print(format_row(row), flush=True)
+        print(format_row(row), flush=True)
     return rows
 
 
@@ -120,69 +104,58 @@ def format_row(row: dict) -> str:
 def token_comparison(lengths, batch_size: int, max_len: int, seed: int = 0) -> dict:
     """Tokens one epoch processes with fixed padding to max_len, with smart batches, and with
     SmartBatchSampler's token budget of batch_size * max_len (the fixed batches' own size)."""
-    fixed = helpers.count_tokens(
-        lengths, helpers.fixed_batch_indices(len(lengths), batch_size, seed), pad_to=max_len)
-    smart = helpers.count_tokens(lengths, helpers.smart_batch_indices(lengths, batch_size, seed))
-    max_tokens = batch_size * max_len
-    budget_batches = helpers.SmartBatchSampler(lengths, None, max_tokens=max_tokens,
-                                               seed=seed).all_batches()
-    budget = helpers.count_tokens(lengths, budget_batches)
-    budget.update(max_tokens=max_tokens, batches=len(budget_batches),
-                  largest_batch_tokens=max(len(b) * int(lengths[b].max()) for b in budget_batches))
-    return dict(fixed=fixed, smart=smart, budget=budget)
-
-
-def print_tokens(tokens: dict) -> None:
-    fixed, smart, budget = tokens["fixed"], tokens["smart"], tokens["budget"]
-    for name, counts in (("fixed padding", fixed), ("smart batches", smart),
-                         (f"token budget {budget['max_tokens']:,}", budget)):
-        print(f"  {name}: {counts['processed_tokens']:>12,} tokens processed, "
-              f"{counts['real_tokens']:>12,} real, efficiency {counts['efficiency']:.1%}")
-    print(f"  token budget: {budget['batches']:,} batches, the largest {budget['largest_batch_tokens']:,} "
-          f"tokens (len * longest), within the budget: {budget['largest_batch_tokens'] <= budget['max_tokens']}")
-    print(f"  smart batches process {smart['processed_tokens'] / fixed['processed_tokens']:.1%} of the tokens "
-          f"of fixed padding ({fixed['processed_tokens'] / smart['processed_tokens']:.2f}x fewer)")
+    budget_batches = helpers.SmartBatchSampler(lengths, None, max_tokens=batch_size * max_len, seed=seed).all_batches()
+    tokens = dict(fixed=helpers.count_tokens(lengths, helpers.fixed_batch_indices(len(lengths), batch_size, seed),
+                                             pad_to=max_len),
+                  smart=helpers.count_tokens(lengths, helpers.smart_batch_indices(lengths, batch_size, seed)),
+                  budget=helpers.count_tokens(lengths, budget_batches))
+    tokens["budget"].update(max_tokens=batch_size * max_len, batches=len(budget_batches),
+                            largest_batch_tokens=max(len(b) * int(lengths[b].max()) for b in budget_batches))
+    for name, counts in tokens.items():
+        print(f"  {name:>6}: {counts['processed_tokens']:>12,} tokens processed, {counts['real_tokens']:>12,} real, "
+              f"efficiency {counts['efficiency']:.1%}" + (f", {counts['batches']:,} batches of at most "
+                                                         f"{counts['max_tokens']:,} tokens, the largest "
+                                                         f"{counts['largest_batch_tokens']:,}" if name == "budget" else ""))
+    return tokens
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="aclImdb folder or .tar.gz: also time the IMDB training lengths")
-    parser.add_argument("--model", help="tokenizer for --data (hub name or local folder)")
-    parser.add_argument("--max-len", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--n", type=int, default=TARGET_N,
+    add_settings_options(parser, "profile", "data_source", "model_name", "tokenizer_name", "max_len",
+                         "batch_size", "seed")
+    parser.add_argument("--n", type=whole_number(), default=TARGET_N,
                         help="largest number of synthetic lengths (smaller sizes: 100k and 250k below it)")
-    parser.add_argument("--max-recipe-n", type=int, default=TARGET_N,
+    parser.add_argument("--max-recipe-n", type=whole_number(), default=TARGET_N,
                         help="time the recipe's list deletion only up to this many lengths")
-    parser.add_argument("--repeats", type=int, default=3, help="keep the best of this many runs")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=whole_number(), default=3, help="keep the best of this many runs")
     args = parser.parse_args(argv)
-    if (args.data is None) != (args.model is None):
+    if hasattr(args, "data_source") != hasattr(args, "model_name"):
         parser.error("--data and --model go together (the IMDB lengths need a tokenizer)")
     return args
 
 
+def time_imdb(settings, repeats: int) -> dict:
+    """Batch construction and one epoch's tokens on the IMDB training reviews' own lengths."""
+    lengths = imdb_lengths(settings)
+    print(f"IMDB train: {len(lengths):,} reviews, mean {lengths.mean():.0f} tokens, "
+          f"{(lengths == settings.max_len).mean():.1%} truncated at {settings.max_len}")
+    row = dict(lengths="IMDB", **time_construction(lengths, settings.batch_size, settings.seed, repeats))
+    print(format_row(row))
+    print(f"Tokens for one epoch of IMDB train (max_len {settings.max_len}, batch {settings.batch_size}):")
+    return dict(imdb=row, tokens=token_comparison(lengths, settings.batch_size, settings.max_len, settings.seed))
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    report = dict(imdb=None, tokens=None)
-    print(f"Batch construction, batch_size {args.batch_size}: helpers.smart_batch_indices ('ours') "
+    settings = settings_from_options(args)
+    print(f"Batch construction, batch_size {settings.batch_size}: helpers.smart_batch_indices ('ours') "
           "and the recipe's list deletion (helpers.recipe_batch_indices)")
-    if args.data:
-        lengths = imdb_lengths(args.data, args.model, args.max_len)
-        print(f"IMDB train: {len(lengths):,} reviews, mean {lengths.mean():.0f} tokens, "
-              f"{(lengths == args.max_len).mean():.1%} truncated at {args.max_len}")
-        report["imdb"] = dict(lengths="IMDB", **time_construction(lengths, args.batch_size, args.seed,
-                                                                  args.repeats))
-        print(format_row(report["imdb"]))
-        print(f"Tokens for one epoch of IMDB train (max_len {args.max_len}, batch {args.batch_size}):")
-        report["tokens"] = token_comparison(lengths, args.batch_size, args.max_len, args.seed)
-        print_tokens(report["tokens"])
-
+    report = time_imdb(settings, args.repeats) if hasattr(args, "data_source") else dict(imdb=None, tokens=None)
     sizes = sorted({n for n in (100_000, 250_000) if n < args.n} | {args.n})
-    print(f"Synthetic IMDB-like lengths (log-normal, clipped to 1..{args.max_len}):")
-    report["synthetic"] = construction_table(sizes, args.batch_size, args.max_len, args.max_recipe_n,
-                                             args.repeats, args.seed)
+    print(f"Synthetic IMDB-like lengths (log-normal, clipped to 1..{settings.max_len}):")
+    report["synthetic"] = construction_table(sizes, settings.batch_size, settings.max_len, args.max_recipe_n,
+                                             args.repeats, settings.seed)
     capped = [row["n"] for row in report["synthetic"] if row["recipe_seconds"] is None]
     if capped:
         print(f"  (recipe not timed at {', '.join(f'{n:,}' for n in capped)}: above --max-recipe-n "

@@ -1,32 +1,22 @@
 """The GPU check: does smart batching save time on this GPU, and if not, why? One command.
 
-    python benchmarks/gpu_check.py --data aclImdb_v1.tar.gz --tokenizer path/to/bert-base-uncased
+    python -m benchmarks.gpu_check --data aclImdb_v1.tar.gz --tokenizer path/to/bert-base-uncased
 
-needs only the IMDB archive (or an aclImdb folder) and a folder with the bert-base-uncased
-vocabulary; the model is bert-base's shape with random weights (`random-bert-base`): the timings
-of pretrained weights would be the same. About 7 minutes on an H100 (estimated; see the README
-for what has been measured). It runs, each part with its own time limit:
+needs the IMDB archive (or an aclImdb folder) and the bert-base-uncased vocabulary; the model is
+bert-base's shape with random weights (`random-bert-base`, timed as pretrained weights would be).
+Parts 2 and 3 each have a time limit:
 
-0. The step-cost curve (step_cost.py): seconds per training and per evaluation step at five
-   widths from max_len / 8 to max_len, at the recipe's batch size, median of 3 after a warm-up:
-   does time here follow the tokens (smart batching pays) or stay flat (per-step overhead)?
-1. Per-shape set-up cost: one training step and one inference step at batch widths never seen
-   before, then the same widths again, through helpers.train_epoch / helpers.predict, for three
-   attention set-ups: PyTorch's own choice (cuDNN attention allowed), the series' choice
-   (device_support.ATTENTION_BACKENDS: flash, memory-efficient, math) and the math backend alone.
-2. Host-device synchronisations per training step, counted with CUDA's sync debug mode, with
-   the line of code that made each.
-3. benchmarks/compare_strategies.py (its own curve, the epoch times it predicts, and speed-ups
-   from interleaved rounds) on one full epoch of the 25,000 training reviews with fixed
-   padding, smart batching, smart batching with widths rounded up to x8, and the token budget
-   (6,400 tokens by default), bf16, each evaluated on the same 5,000 test reviews (sorted where
-   the strategy sorts).
-4. With --compile: smart batching once more, trained through torch.compile(dynamic=True), its
-   compile time counted in the epoch.
+0. The step-cost curve (step_cost.py): does time follow the tokens, or stay flat (overhead)?
+1. Per-shape set-up cost: a training and an inference step at widths never seen before, then at
+   the same widths again, for three attention set-ups: PyTorch's choice (cuDNN allowed), the
+   series' (device_support.ATTENTION_BACKENDS) and the math backend alone.
+2. The benchmark (compare_strategies, each strategy's full epoch in a fresh process) with
+   GPU_STRATEGIES on the training reviews, evaluated on CHECK_SETTINGS' test reviews.
+3. With --compile: smart batching through torch.compile(dynamic=True), compile time included.
 
-Writes results.json, results.md and results.png to --out (the benchmark's own files go under
-benchmark/ and compile/). `--quick` runs it all on the tiny profile, on the CPU if there is no
-GPU, in a minute: a check of the script, not a measurement.
+The model and sizes of CHECK_SETTINGS apply where neither an option nor SMART_BATCHING_* sets
+them. Writes results.json, results.md and results.png to --out (the benchmark's own under
+benchmark/ and compile/). `--quick`: all of it on the tiny profile, a check of the script.
 """
 
 from __future__ import annotations
@@ -37,45 +27,32 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn.attention import SDPBackend
 
-BENCHMARKS = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCHMARKS.parent))
-sys.path.insert(0, str(BENCHMARKS))
-import helpers  # noqa: E402
-import step_cost  # noqa: E402
-from support import device as device_support, models  # noqa: E402
-from compare_strategies import fmt_speedup, machine_info, model_info, write_results  # noqa: E402
+import helpers
+from benchmarks import report, step_cost
+from benchmarks.measuring import command_line, machine_info, model_info
+from support import device as device_support, models
+from support.arguments import add_settings_options, settings_from_options, whole_number
+from support.environment import environment_overrides
 
+ROOT = Path(__file__).resolve().parents[1]
 ATTENTION_SETUPS = {  # name -> what device_support.ATTENTION_BACKENDS is set to
     "PyTorch's choice (cuDNN allowed)": None,
     "this series (flash, efficient, math)": device_support.ATTENTION_BACKENDS,
     "math only": (SDPBackend.MATH,),
 }
-GPU_STRATEGIES = "fixed,smart,smart_bucketed,token_budget"
-# Targets from the project's GPU issue (H100/H200, bert-base shape, bf16, one full epoch).
+GPU_STRATEGIES = "fixed,smart,smart_x8,token_budget"
+CHECK_SETTINGS = dict(model_name=models.RANDOM_BERT_BASE, train_size=None, test_size=5000)
+# The targets the GPU check was set (bert-base shape, bf16, one full epoch).
 TARGETS = dict(smart_train=1.4, token_budget_train=1.6, smart_eval=1.5, first_over_seen=1.5)
 
 
-# ----------------------------------------------------------------------------------------------
 # 1. What a never-seen batch width costs.
-# ----------------------------------------------------------------------------------------------
-
-def probe_batch(width: int, batch_size: int, vocab_size: int, pad_id: int, seed: int) -> dict:
-    """A batch of random token ids, `width` wide; its first row is half padding, as in real
-    batches, so attention gets a mask."""
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(5, vocab_size, (batch_size, width), generator=generator)
-    attention_mask = torch.ones_like(input_ids)
-    input_ids[0, width // 2:], attention_mask[0, width // 2:] = pad_id, 0
-    return dict(input_ids=input_ids, attention_mask=attention_mask,
-                labels=torch.randint(0, 2, (batch_size,), generator=generator))
-
 
 def shape_cost(settings, device: torch.device, widths: list[int], amp: bool, pad_id: int) -> dict:
     """Median seconds of a training and an inference step at widths seen for the first time, and
@@ -83,7 +60,8 @@ def shape_cost(settings, device: torch.device, widths: list[int], amp: bool, pad
     model = helpers.load_model(settings).to(device)
     optimizer, scheduler = helpers.make_optimizer(model, settings, 10 ** 6)
     amp_dtype = helpers.autocast_dtype(device) if amp else None
-    batch = lambda width: probe_batch(width, settings.batch_size, model.config.vocab_size, pad_id, width)  # noqa: E731
+    batch = lambda width: step_cost.synthetic_batch(  # noqa: E731  (a masked tail, as real batches have)
+        width, settings.batch_size, model.config.vocab_size, width, pad_share=0.25, pad_id=pad_id)
 
     def train_seconds(width):
         return helpers.train_epoch(model, [batch(width)], optimizer, scheduler, device,
@@ -126,57 +104,23 @@ def probe_attention_setups(settings, device, amp: bool, pad_id: int, n_widths: i
     return rows
 
 
-# ----------------------------------------------------------------------------------------------
-# 2. Where the loop waits for the GPU.
-# ----------------------------------------------------------------------------------------------
+# 2 and 3. The strategies on a full epoch, in a subprocess with a time limit.
 
-def count_syncs(settings, device, amp: bool, pad_id: int, steps: int = 5) -> dict | None:
-    """Synchronising CUDA calls during `steps` training steps (varying widths), by source line."""
-    if device.type != "cuda":
-        return None
-    model = helpers.load_model(settings).to(device)
-    optimizer, scheduler = helpers.make_optimizer(model, settings, 10 ** 6)
-    amp_dtype = helpers.autocast_dtype(device) if amp else None
-    batches = [probe_batch(64 + 8 * i, settings.batch_size, model.config.vocab_size, pad_id, i)
-               for i in range(steps)]
-    helpers.train_epoch(model, batches[:1], optimizer, scheduler, device, amp_dtype=amp_dtype,
-                        verbose=False)
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            helpers.train_epoch(model, batches, optimizer, scheduler, device, amp_dtype=amp_dtype,
-                                verbose=False)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    where: dict[str, int] = {}
-    for warning in caught:
-        if "synchroniz" in str(warning.message).lower():
-            key = f"{Path(warning.filename).name}:{warning.lineno}"
-            where[key] = where.get(key, 0) + 1
-    del model, optimizer
-    torch.cuda.empty_cache()
-    return dict(steps=steps, syncs=sum(where.values()), where=where)
-
-
-# ----------------------------------------------------------------------------------------------
-# 3 and 4. The strategies on a full epoch, in a subprocess with a time limit.
-# ----------------------------------------------------------------------------------------------
-
-def run_benchmark(args, out: Path, extra: list[str], timeout: int) -> dict | None:
-    command = [sys.executable, str(BENCHMARKS / "compare_strategies.py"), "--out", str(out),
-               "--construction-sizes", "none", "--warmup-steps", "5", "--quiet", *extra]
+def run_benchmark(args, settings, out: Path, extra: list[str], timeout: int) -> dict | None:
+    """compare_strategies in a subprocess with a time limit: its results, or what went wrong."""
+    command = [sys.executable, "-m", "benchmarks.compare_strategies", "--out", str(out),
+               "--warmup-steps", "5", "--quiet", *extra]
     if args.quick:
         command += ["--quick", "--train-size", "48", "--test-size", "32", "--max-len", "128"]
     else:
-        command += ["--data", args.data, "--model", args.model, "--device", "cuda",
-                    "--train-size", args.train_size, "--test-size", args.test_size,
-                    "--round-steps", "20"]  # GPU steps are short: longer slices, fewer syncs
-        if args.tokenizer:
-            command += ["--tokenizer", args.tokenizer]
+        command += ["--profile", "full", "--data", settings.data_source, "--model", settings.model_name,
+                    "--device", "cuda", "--seed", str(settings.seed)]
+        command += [f"--{split}-size={size or 'all'}" for split, size in
+                    (("train", settings.train_size), ("test", settings.test_size))]
+        command += ["--tokenizer", settings.tokenizer_name] if settings.tokenizer_name else []
     print(" ".join(command[1:]), flush=True)
     try:
-        completed = subprocess.run(command, timeout=timeout, cwd=BENCHMARKS.parent)
+        completed = subprocess.run(command, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
         print(f"  stopped after its time limit of {timeout} s")
         return dict(error=f"did not finish within {timeout} s")
@@ -185,12 +129,8 @@ def run_benchmark(args, out: Path, extra: list[str], timeout: int) -> dict | Non
     return json.loads((out / "results.json").read_text())
 
 
-# ----------------------------------------------------------------------------------------------
-# The report.
-# ----------------------------------------------------------------------------------------------
-
 def target_checks(results: dict) -> list[dict]:
-    """The GPU issue's targets, each with the measured figure and whether it is met."""
+    """The check's targets, each with the measured figure (full epochs) and whether it is met."""
     checks = []
     strategies = {s["name"]: s for s in (results.get("benchmark") or {}).get("strategies", [])}
     fixed = strategies.get("fixed")
@@ -198,11 +138,9 @@ def target_checks(results: dict) -> list[dict]:
                                     ("token_budget", "train_seconds", "the token budget trains", "token_budget_train"),
                                     ("smart", "eval_seconds", "sorted evaluation runs", "smart_eval")):
         if fixed and name in strategies:
-            speedup, how = fixed[key] / strategies[name][key], "full epochs"
-            if key == "train_seconds" and strategies[name].get("train_speedup"):
-                speedup, how = strategies[name]["train_speedup"], "interleaved rounds, median"
+            speedup = fixed[key] / strategies[name][key]
             checks.append(dict(check=f"{what} >= {TARGETS[target]}x faster than fixed padding",
-                               measured=f"{speedup:.2f}x ({how})", met=speedup >= TARGETS[target]))
+                               measured=f"{speedup:.2f}x (full epochs)", met=speedup >= TARGETS[target]))
     ours = next((p for p in results.get("probe", []) if p["setup"].startswith("this series")), None)
     if ours:
         checks.append(dict(check=f"a step at a never-seen width costs <= {TARGETS['first_over_seen']}x "
@@ -212,69 +150,42 @@ def target_checks(results: dict) -> list[dict]:
     return checks
 
 
+def probe_lines(results: dict) -> list[str]:
+    """Part 1: the per-shape set-up cost, as a table."""
+    return ["", "## 1. What a never-seen batch width costs", "",
+            f"Median of {len(results['probe'][0]['widths'])} widths, batch size "
+            f"{results['metadata']['batch_size']}: a step at a width seen for the first time, then "
+            "at the same width again.", "",
+            "| Attention set-up | train, first | train, seen | first / seen | predict, first "
+            "| predict, seen | first / seen |", "|---|---:|---:|---:|---:|---:|---:|"] + [
+        f"| {p['setup']} | {p['train_first'] * 1e3:.1f} ms | {p['train_seen'] * 1e3:.1f} ms "
+        f"| {p['train_ratio']:.2f}x | {p['predict_first'] * 1e3:.1f} ms "
+        f"| {p['predict_seen'] * 1e3:.1f} ms | {p['predict_ratio']:.2f}x |" for p in results["probe"]]
+
+
+def benchmark_lines(part: dict | None, title: str) -> list[str]:
+    """Part 3 or 4: the benchmark's own tables (or why there are none)."""
+    if part is None:
+        return []
+    if "error" in part:
+        return ["", f"## {title}", "", f"Did not complete: {part['error']}."]
+    return ["", f"## {title}", ""] + report.strategy_table(part) + report.timing_lines(part) + [
+        "", "Accuracy after one epoch from random weights says nothing about the strategies."]
+
+
 def markdown(results: dict) -> str:
     meta = results["metadata"]
-    machine = meta["machine"]
+    machine, model = meta["machine"], meta["model"]
     lines = [f"# GPU check, {meta['date']}", "",
              f"Device: {machine['device_name']} ({machine['device']}); torch {machine['torch']}, "
-             f"transformers {machine['transformers']}; model {meta['model']['name']} "
-             f"({meta['model']['layers']} layers, hidden {meta['model']['hidden_size']}); "
-             f"mixed precision {meta['amp_dtype'] or 'off'}.", ""]
+             f"transformers {machine['transformers']}; model {model['name']} ({model['layers']} layers, "
+             f"hidden {model['hidden_size']}); mixed precision {meta['amp_dtype'] or 'off'}.", ""]
     if meta["quick"]:
         lines += ["**Quick mode (tiny profile): a check that the script runs, not a measurement.**", ""]
-    curve = results.get("step_costs")
-    if curve:
-        lines += ["## 0. What a step costs, by batch width", "",
-                  f"Batch size {curve['batch_size']}, every position a real token, median of "
-                  f"{curve['repeats']} after a warm-up step. " + step_cost.read_curve(curve), "",
-                  "| Width | train step | train tokens/s | eval step | eval tokens/s |",
-                  "|---:|---:|---:|---:|---:|"]
-        lines += [f"| {w} | {ts * 1e3:.1f} ms | {tr:,.0f} | {es * 1e3:.1f} ms | {er:,.0f} |"
-                  for w, ts, tr, es, er in zip(curve["widths"], curve["train_seconds"],
-                                               curve["train_tokens_per_second"], curve["eval_seconds"],
-                                               curve["eval_tokens_per_second"])]
-        lines.append("")
-    lines += ["## 1. What a never-seen batch width costs", "",
-              f"Median of {len(results['probe'][0]['widths'])} widths, batch size {meta['batch_size']}: "
-              "a step at a width seen for the first time, then at the same width again.", "",
-              "| Attention set-up | train, first | train, seen | first / seen | predict, first "
-              "| predict, seen | first / seen |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for p in results["probe"]:
-        lines.append(f"| {p['setup']} | {p['train_first'] * 1e3:.1f} ms | {p['train_seen'] * 1e3:.1f} ms "
-                     f"| {p['train_ratio']:.2f}x | {p['predict_first'] * 1e3:.1f} ms "
-                     f"| {p['predict_seen'] * 1e3:.1f} ms | {p['predict_ratio']:.2f}x |")
-    syncs = results.get("syncs")
-    lines += ["", "## 2. Host-device synchronisations in the training loop", ""]
-    if syncs is None:
-        lines.append("Not measured (no CUDA device).")
-    else:
-        lines.append(f"{syncs['syncs']} synchronising calls in {syncs['steps']} training steps:")
-        lines += [f"- `{where}`: {count}" for where, count in sorted(syncs["where"].items())]
-    for key, title in (("benchmark", "3. One epoch per strategy"), ("compile", "4. With torch.compile")):
-        part = results.get(key)
-        if part is None:
-            continue
-        lines += ["", f"## {title}", ""]
-        if "error" in part:
-            lines.append(f"Did not complete: {part['error']}.")
-            continue
-        lines += ["| Strategy | steps | widths | tokens processed | train | train, predicted "
-                  "| speed-up, interleaved | eval | accuracy |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for s in part["strategies"]:
-            predicted = f"{s['predicted_train_seconds']:.1f} s" if s.get("predicted_train_seconds") else "–"
-            speedup = fmt_speedup(s) if s.get("train_speedup_spread") else "–"
-            lines.append(f"| {s['label']} | {s['train_steps']:,} | {s['distinct_widths']} "
-                         f"| {s['processed_tokens']:,} | {s['train_seconds']:.1f} s "
-                         f"({s['ratios']['train_seconds']:.2f}) | {predicted} | {speedup} "
-                         f"| {s['eval_seconds']:.1f} s ({s['ratios']['eval_seconds']:.2f}) | {s['accuracy']:.3f} |")
-        setup = part["metadata"]["setup"]
-        lines.append(f"\n{setup['train_size']:,} training and {setup['test_size']:,} test reviews; "
-                     "in brackets: the time as a share of the first row's. Train, predicted: from the "
-                     "benchmark's own step-cost curve and the epoch's batch widths. Speed-up, "
-                     f"interleaved: over the first row, median of {setup.get('rounds')} interleaved "
-                     "rounds (smallest-largest). Accuracy after one epoch from random weights says "
-                     "nothing about the strategies.")
+    lines += ["## 0. What a step costs, by batch width"] + report.curve_lines(results.get("step_costs"))
+    lines += probe_lines(results)
+    lines += benchmark_lines(results.get("benchmark"), "2. One epoch per strategy")
+    lines += benchmark_lines(results.get("compile"), "3. With torch.compile")
     checks = results.get("targets", [])
     if checks:
         lines += ["", "## Targets", "", "| Target | measured | met |", "|---|---:|:---:|"]
@@ -283,47 +194,18 @@ def markdown(results: dict) -> str:
 
 
 def plot(results: dict):
+    """Part 1 as a chart (the curve and the strategies have their own, under benchmark/)."""
     import matplotlib.pyplot as plt
 
-    fig, (ax_curve, ax_probe, ax_time) = plt.subplots(1, 3, figsize=(19, 4.2))
-    curve = results.get("step_costs")
-    if curve:
-        for phase, marker in (("train", "o"), ("eval", "s")):
-            ax_curve.plot(curve["widths"], np.array(curve[f"{phase}_seconds"]) * 1e3, marker=marker,
-                          label=f"{'training' if phase == 'train' else 'evaluation'} step")
-        ax_curve.set(xlabel=f"batch width (tokens; {curve['batch_size']} rows)", ylabel="ms per step",
-                     title="What a step costs (flat: overhead-bound)", ylim=(0, None))
-        ax_curve.grid(alpha=0.3)
-        ax_curve.legend(fontsize=8)
+    fig, ax = plt.subplots(figsize=(8, 3))
     probe = results["probe"]
     y = np.arange(len(probe))
-    ax_probe.barh(y - 0.2, [p["train_first"] * 1e3 for p in probe], 0.4, label="width seen first time")
-    ax_probe.barh(y + 0.2, [p["train_seen"] * 1e3 for p in probe], 0.4, label="width seen before")
-    ax_probe.set_yticks(y, [p["setup"] for p in probe])
-    ax_probe.invert_yaxis()
-    ax_probe.set(xlabel="ms per training step", title="Per-shape set-up cost")
-    ax_probe.legend(loc="lower right", fontsize=8)
-    bench = results.get("benchmark") or {}
-    if "strategies" in bench:
-        strategies = bench["strategies"]
-        y = np.arange(len(strategies))
-        bars = [("train (1 epoch)", "train_seconds"), ("evaluate", "eval_seconds")]
-        if all(s.get("predicted_train_seconds") for s in strategies):
-            bars.insert(1, ("train, predicted from step costs", "predicted_train_seconds"))
-        height = 0.8 / len(bars)
-        for k, (label, key) in enumerate(bars):
-            offset = (k - (len(bars) - 1) / 2) * height
-            ax_time.barh(y + offset, [s[key] for s in strategies], height, label=label)
-        for i, s in enumerate(strategies):
-            ax_time.text(s["train_seconds"], i - (len(bars) - 1) / 2 * height,
-                         f" {s['ratios']['train_seconds']:.2f}x", va="center", fontsize=8)
-        ax_time.set_yticks(y, [s["label"] for s in strategies])
-        ax_time.invert_yaxis()
-        ax_time.margins(x=0.15)
-        ax_time.set(xlabel="seconds", title="Time per strategy (label: x first row)")
-        ax_time.legend(loc="lower right", fontsize=8)
-    machine = results["metadata"]["machine"]
-    fig.suptitle(f"GPU check on {machine['device_name']} ({results['metadata']['date'][:10]})", fontsize=10)
+    ax.barh(y - 0.2, [p["train_first"] * 1e3 for p in probe], 0.4, label="width seen first time")
+    ax.barh(y + 0.2, [p["train_seen"] * 1e3 for p in probe], 0.4, label="width seen before")
+    ax.set_yticks(y, [p["setup"] for p in probe])
+    ax.invert_yaxis()
+    ax.set(xlabel="ms per training step", title=f"Per-shape set-up cost, {results['metadata']['machine']['device_name']}")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -331,29 +213,36 @@ def plot(results: dict):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="aclImdb folder or aclImdb_v1.tar.gz")
-    parser.add_argument("--tokenizer", help="a folder (or hub name) with the bert-base-uncased vocabulary")
-    parser.add_argument("--model", default=models.RANDOM_BERT_BASE)
-    parser.add_argument("--train-size", default="all")
-    parser.add_argument("--test-size", default="5000")
+    add_settings_options(parser, "data_source", "model_name", "tokenizer_name", "train_size", "test_size", "seed")
     parser.add_argument("--strategies", default=GPU_STRATEGIES)
-    parser.add_argument("--max-tokens", type=int, default=16 * 400,
-                        help="the token budget's budget (default 6,400 = 16 x 400, as in the first GPU "
-                             "run: fewer, fuller steps, what a GPU wants; the CPU benchmark's default, "
-                             "16 x the mean length, keeps batch 16's number of steps instead)")
-    parser.add_argument("--compile", action="store_true", help="also part 4: smart batching through "
+    parser.add_argument("--max-tokens", type=whole_number(), default=16 * 400,
+                        help="the token budget's budget (default 16 x 400: fewer, fuller steps, what a "
+                             "GPU wants; the CPU benchmark's default, 16 x the mean length, keeps batch "
+                             "16's number of steps instead)")
+    parser.add_argument("--compile", action="store_true", help="also part 3: smart batching through "
                                                                "torch.compile(dynamic=True)")
-    parser.add_argument("--benchmark-timeout", type=int, default=420, help="seconds for part 3")
-    parser.add_argument("--compile-timeout", type=int, default=300, help="seconds for part 4")
+    parser.add_argument("--benchmark-timeout", type=whole_number(), default=420, help="seconds for part 2")
+    parser.add_argument("--compile-timeout", type=whole_number(), default=300, help="seconds for part 3")
     parser.add_argument("--quick", action="store_true", help="tiny profile, seconds, any device")
-    parser.add_argument("--out", default=str(BENCHMARKS.parent / "outputs" / "gpu_check"))
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "gpu_check"))
     args = parser.parse_args(argv)
     if not args.quick:
         if not torch.cuda.is_available():
             parser.error("no CUDA device: this check is for a GPU (--quick runs it small anywhere)")
-        if not args.data or (args.model == models.RANDOM_BERT_BASE and not args.tokenizer):
+        settings = check_settings(args)
+        if settings.data_source == "auto" or (settings.model_name == models.RANDOM_BERT_BASE
+                                              and not settings.tokenizer_name):
             parser.error("give --data (the IMDB archive) and --tokenizer (bert-base-uncased vocabulary)")
     return args
+
+
+def check_settings(args):
+    """The tiny profile with --quick; else the full one, CHECK_SETTINGS where no option or variable says."""
+    if args.quick:
+        return helpers.get_settings("tiny")
+    given = set(vars(args)) | set(environment_overrides())
+    args.profile = "full"
+    return settings_from_options(args, **{k: v for k, v in CHECK_SETTINGS.items() if k not in given})
 
 
 def main(argv=None) -> dict:
@@ -361,12 +250,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if args.quick:
-        settings = helpers.get_settings("tiny")
-        device = helpers.get_device(verbose=False)
-    else:
-        settings = helpers.get_settings("full", model_name=args.model, tokenizer_name=args.tokenizer)
-        device = torch.device("cuda")
+    settings = check_settings(args)
+    device = helpers.get_device(verbose=False) if args.quick else torch.device("cuda")
     amp = device.type == "cuda"
     amp_dtype = helpers.autocast_dtype(device) if amp else None
     pad_id = helpers.load_tokenizer(settings).pad_token_id
@@ -375,31 +260,26 @@ def main(argv=None) -> dict:
     transformers_logging.set_verbosity_error()
     results = dict(metadata=dict(
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        command="python benchmarks/gpu_check.py " + " ".join(
-            Path(a).name if Path(a).is_absolute() else a for a in (argv if argv is not None else sys.argv[1:])),
+        command=command_line("gpu_check", sys.argv[1:] if argv is None else argv),
         machine=machine_info(device), model=model_info(settings), quick=args.quick,
         batch_size=settings.batch_size, amp_dtype=str(amp_dtype).removeprefix("torch.") if amp_dtype else None))
-
     print("0. What a step costs, by batch width", flush=True)
     results["step_costs"] = step_cost.measure_for_settings(
-        settings, device, step_cost.default_widths(settings.max_len), repeats=1 if args.quick else 3,
-        amp=amp)
+        settings, device, step_cost.default_widths(settings.max_len), repeats=1 if args.quick else 3, amp=amp)
     print("  " + step_cost.read_curve(results["step_costs"]), flush=True)
     print("1. Per-shape set-up cost, per attention set-up", flush=True)
     results["probe"] = probe_attention_setups(settings, device, amp, pad_id, 2 if args.quick else 4)
-    print("2. Synchronisations per training step", flush=True)
-    results["syncs"] = count_syncs(settings, device, amp, pad_id)
-    print("3. One epoch per strategy", flush=True)
+    print("2. One epoch per strategy, each in a fresh process", flush=True)
     budget = ["--max-tokens", str(args.max_tokens)] if not args.quick else []
-    results["benchmark"] = run_benchmark(args, out / "benchmark", ["--strategies", args.strategies, *budget],
-                                         args.benchmark_timeout)
+    results["benchmark"] = run_benchmark(args, settings, out / "benchmark",
+                                         ["--strategies", args.strategies, *budget], args.benchmark_timeout)
     if args.compile:
-        print("4. Smart batching through torch.compile(dynamic=True)", flush=True)
-        results["compile"] = run_benchmark(args, out / "compile", ["--strategies", "smart", "--compile",
-                                                                   "--rounds", "0"], args.compile_timeout)
+        print("3. Smart batching through torch.compile(dynamic=True)", flush=True)
+        results["compile"] = run_benchmark(args, settings, out / "compile", ["--strategies", "smart", "--compile"],
+                                           args.compile_timeout)
     results["targets"] = target_checks(results)
     results["metadata"]["total_seconds"] = time.perf_counter() - started
-    write_results(out, results, markdown(results), plot(results), results["metadata"]["total_seconds"])
+    report.write_results(out, results, markdown(results), plot(results), results["metadata"]["total_seconds"])
     return results
 
 

@@ -2,34 +2,25 @@
 
 Whether smart batching saves time depends on one curve: how a step's time grows with the batch's
 width. Where it grows with the tokens (or faster), fewer padded tokens are less time; where it is
-flat (a fast GPU bound by per-step overhead), smart batching saves little. Four functions:
+flat (a fast GPU bound by per-step overhead), smart batching saves little. measure_step_costs (or
+measure_for_settings) times the series' own loops on synthetic batches at a few widths;
+predict_epoch_seconds turns the curve and an epoch's (width, rows) into seconds; plot_step_costs
+draws it; read_curve says in one sentence whether this device is compute- or overhead-bound.
+From a shell (settings not given: the profile's; writes step_costs.json and step_costs.png):
 
-    costs = measure_step_costs(model, optimizer, scheduler, device, widths=[50, 100, 200, 400],
-                               batch_size=16)           # or measure_for_settings(settings, device)
-    predict_epoch_seconds(costs, [(400, 16), (212, 16), (57, 16)])   # (width, rows) per batch
-    plot_step_costs(costs)                               # seconds per step and tokens/s by width
-    read_curve(costs)                                    # one sentence: compute- or overhead-bound
-
-The steps are the series' own loops (helpers.train_epoch and helpers.predict) on synthetic
-batches: random ids from the vocabulary, every position real (no padding unless pad_share asks
-for it). From a notebook: ``sys.path.insert(0, str(root / "benchmarks")); import step_cost``.
-From a shell (writes step_costs.json and step_costs.png to --out):
-
-    python benchmarks/step_cost.py --model path/to/model          # the full profile: 16 x 50..400
-    python benchmarks/step_cost.py --profile tiny --repeats 1      # seconds, a check
+    python -m benchmarks.step_cost --profile full --model path/to/model   # 16 x 50..400
+    python -m benchmarks.step_cost --profile tiny --repeats 1              # seconds, a check
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers.py
-import helpers  # noqa: E402
+import helpers
 
 # read_curve's rule: the elasticity e = log(time ratio) / log(token ratio) between the longest
 # and the shortest width (1: time follows tokens, 0: flat).
@@ -79,9 +70,9 @@ def measure_step_costs(model, optimizer, scheduler, device: torch.device, widths
     if not widths or widths[0] < 1 or repeats < 1:
         raise ValueError(f"need widths >= 1 and repeats >= 1, got {widths} and {repeats}")
     model.to(device)
-    vocab_size = model.config.vocab_size
-    pad_id = model.config.pad_token_id or 0
-    batch = {w: synthetic_batch(w, batch_size, vocab_size, seed + w, pad_share, pad_id) for w in widths}
+    config = model.config
+    batch = {w: synthetic_batch(w, batch_size, config.vocab_size, seed + w, pad_share, config.pad_token_id or 0)
+             for w in widths}
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # as fine_tune's
 
     def train_step(width):
@@ -94,8 +85,7 @@ def measure_step_costs(model, optimizer, scheduler, device: torch.device, widths
     for width in widths:
         for _ in range(warmup):
             train_step(width), eval_step(width)
-    train = {w: [] for w in widths}
-    evals = {w: [] for w in widths}
+    train, evals = {w: [] for w in widths}, {w: [] for w in widths}
     for r in range(repeats):
         for width in (widths if r % 2 == 0 else widths[::-1]):
             train[width].append(train_step(width))
@@ -105,8 +95,7 @@ def measure_step_costs(model, optimizer, scheduler, device: torch.device, widths
     train_seconds = [float(np.median(train[w])) for w in widths]
     eval_seconds = [float(np.median(evals[w])) for w in widths]
     return dict(
-        widths=widths, batch_size=batch_size,
-        train_seconds=train_seconds, eval_seconds=eval_seconds,
+        widths=widths, batch_size=batch_size, train_seconds=train_seconds, eval_seconds=eval_seconds,
         train_tokens_per_second=[batch_size * w / s for w, s in zip(widths, train_seconds)],
         eval_tokens_per_second=[batch_size * w / s for w, s in zip(widths, eval_seconds)],
         train_repeats=[train[w] for w in widths], eval_repeats=[evals[w] for w in widths],
@@ -161,11 +150,6 @@ def predict_epoch_seconds(costs: dict, batch_widths_and_sizes, phase: str = "tra
     size = costs["batch_size"]
     return float(sum(step_seconds(costs, width, phase) * rows / size
                      for width, rows in batch_widths_and_sizes))
-
-
-def batch_shapes(batches) -> list[tuple[int, int]]:
-    """(width, rows) of each batch dict: what predict_epoch_seconds takes."""
-    return [(int(b["input_ids"].shape[1]), int(b["input_ids"].shape[0])) for b in batches]
 
 
 def shapes_from_indices(lengths, batch_indices, pad_to: int | None = None,
@@ -255,24 +239,24 @@ def main(argv=None) -> dict:
     import matplotlib
     import matplotlib.pyplot
 
+    from support.arguments import add_settings_options, settings_from_options, whole_number
+
     matplotlib.use("Agg")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=("full", "tiny"), default="full")
-    parser.add_argument("--model", help="hub name or local folder (default: the profile's)")
-    parser.add_argument("--max-len", type=int, help="the longest width (default: the profile's, 400)")
-    parser.add_argument("--batch-size", type=int, help="rows per step (default: the profile's, 16)")
+    add_settings_options(parser, "profile", "model_name", "max_len", "batch_size", "seed")
     parser.add_argument("--widths", help="comma-separated (default: 5 from max_len / 8 to max_len)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=whole_number(), default=3)
     parser.add_argument("--pad-share", type=float, default=0.0,
                         help="share of each row (all but the first) that is masked padding")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "outputs" / "step_costs"))
     args = parser.parse_args(argv)
-    overrides = {key: value for key, value in (("model_name", args.model), ("max_len", args.max_len),
-                                               ("batch_size", args.batch_size)) if value is not None}
-    settings = helpers.get_settings(args.profile, **overrides)
+    try:
+        widths = [int(w) for w in args.widths.split(",")] if args.widths else None
+    except ValueError:
+        parser.error(f"--widths {args.widths!r}: expected whole numbers, comma-separated")
+    settings = settings_from_options(args)
     device = helpers.get_device(verbose=False) if args.device == "auto" else torch.device(args.device)
-    widths = [int(w) for w in args.widths.split(",")] if args.widths else None
     costs = measure_for_settings(settings, device, widths, args.repeats, pad_share=args.pad_share)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,28 +9,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-import batching_speed  # noqa: E402
-import compare_strategies  # noqa: E402
-import step_cost  # noqa: E402
-import step_trace  # noqa: E402
+from benchmarks import batching_speed, compare_strategies, epoch, measuring, report, strategies
 
+ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {"name", "label", "processed_tokens", "real_tokens", "efficiency", "train_seconds",
             "train_steps", "eval_seconds", "eval_processed_tokens", "eval_real_tokens", "accuracy",
-            "peak_mem_mb", "ratios", "sequences_per_step_mean", "sequences_per_step_max",
-            "largest_batch_tokens", "distinct_widths"}
+            "peak_mem_mb", "start_mem_mb", "ratios", "sequences_per_step_mean", "sequences_per_step_max",
+            "largest_batch_tokens", "distinct_widths", "train_counters", "eval_counters", "process_id"}
 TRAIN_SIZE, TEST_SIZE, BATCH_SIZE, MAX_LEN = 40, 24, 8, 64
-ROUNDS, ROUND_STEPS = 3, 2  # 6 steps a strategy in all: the 5 of an epoch of 40 / 8, each once
+NAMES = [*compare_strategies.DEFAULT_STRATEGIES, "smart_x16"]
 
 
-def run_script(name, *args, timeout=300):
-    """Run a benchmark script in a fresh interpreter, with only the tiny profile's environment."""
+def script_env():
+    """Only the tiny profile's environment (no other SMART_BATCHING_*), one thread per process."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SMART_BATCHING_") or k == "SMART_BATCHING_PROFILE"}
-    completed = subprocess.run([sys.executable, str(BENCHMARKS / name), *map(str, args)],
-                               capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return dict(env, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+
+def run_script(name, *args, timeout=600):
+    """Run a benchmark command line (python -m benchmarks.<name>) in a fresh interpreter."""
+    completed = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *map(str, args)],
+                               capture_output=True, text=True, timeout=timeout, env=script_env(), cwd=ROOT)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed.stdout
 
@@ -38,10 +38,9 @@ def run_script(name, *args, timeout=300):
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("benchmark")
-    stdout = run_script("compare_strategies.py", "--quick", "--train-size", TRAIN_SIZE,
-                        "--test-size", TEST_SIZE, "--batch-size", BATCH_SIZE, "--max-len", MAX_LEN,
-                        "--construction-sizes", "2000,5000", "--max-recipe-n", 2000, "--quiet",
-                        "--rounds", ROUNDS, "--round-steps", ROUND_STEPS, "--out", out)
+    stdout = run_script("compare_strategies", "--quick", "--train-size", TRAIN_SIZE, "--test-size", TEST_SIZE,
+                        "--batch-size", BATCH_SIZE, "--max-len", MAX_LEN, "--rounding", 16, "--seed", 5,
+                        "--warmup-steps", 1, "--quiet", "--out", out)
     return json.loads((out / "results.json").read_text()), out, stdout
 
 
@@ -49,211 +48,192 @@ def by_name(results):
     return {s["name"]: s for s in results["strategies"]}
 
 
-def test_quick_run_writes_json_markdown_and_chart(quick_run):
+def test_quick_run_writes_json_markdown_and_charts(quick_run):
     results, out, _ = quick_run
-    assert (out / "results.png").stat().st_size > 1000
-    report = (out / "results.md").read_text()
-    for strategy in results["strategies"]:
-        assert strategy["label"] in report
+    assert (out / "results.png").stat().st_size > 1000 and (out / "step_costs.png").stat().st_size > 1000
+    text = (out / "results.md").read_text()
+    assert all(s["label"] in text for s in results["strategies"])
+    assert "each strategy in a fresh process of its own" in text
 
 
-def test_all_five_strategies_with_the_required_keys(quick_run):
+def test_every_strategy_ran_in_a_fresh_process_of_its_own(quick_run):
     results, _, _ = quick_run
-    assert [s["name"] for s in results["strategies"]] == list(compare_strategies.DEFAULT_STRATEGIES)
-    for strategy in results["strategies"]:
-        assert REQUIRED <= set(strategy), REQUIRED - set(strategy)
-        assert strategy["train_seconds"] > 0 and strategy["eval_seconds"] > 0
-        assert strategy["peak_mem_mb"] > 0
-        assert 0 <= strategy["accuracy"] <= 1
-        # the counters span the epoch (its batch building too) and the evaluation
-        for phase in ("train", "eval"):
-            counters = strategy[f"{phase}_counters"]
-            assert counters["wall_seconds"] >= strategy[f"{phase}_seconds"] and counters["cpu_seconds"] > 0
+    assert [s["name"] for s in results["strategies"]] == NAMES
+    assert results["metadata"]["setup"]["fresh_processes"] is True
+    processes = {s["process_id"] for s in results["strategies"]}
+    assert len(processes) == len(NAMES) and os.getpid() not in processes
+    for s in results["strategies"]:
+        assert REQUIRED <= set(s), REQUIRED - set(s)
+        assert s["train_seconds"] > 0 and s["eval_seconds"] > 0 and 0 <= s["accuracy"] <= 1
+        assert s["peak_mem_mb"] >= s["start_mem_mb"] > 0  # the process's own peak, after its start
+        for phase in ("train", "eval"):  # the counters span the epoch (its batch building too)
+            counters = s[f"{phase}_counters"]
+            assert counters["wall_seconds"] >= s[f"{phase}_seconds"] and counters["cpu_seconds"] > 0
+            assert counters["page_faults"] >= 0
     assert by_name(results)["fixed"]["ratios"]["train_seconds"] == 1
 
 
+def test_the_job_holds_one_initial_model_and_the_tokenized_reviews(tmp_path):
+    """What every strategy's process starts from: the same weights (the new head included) and
+    the same token ids, labels and [PAD] id as the parent's."""
+    import helpers
+
+    settings = helpers.get_settings("tiny", train_size=24, test_size=16, max_len=32, seed=9)
+    data = helpers.prepare_data(settings, verbose=False)
+    epoch.save_job(tmp_path, settings, data, max_tokens=64, device="cpu", amp=False, warmup_steps=0, verbose=False)
+    loaded, train, test, pad_id, job = epoch.load_job(tmp_path)
+    assert loaded.model_name == str(tmp_path / "model") and loaded.seed == 9 and loaded.max_len == 32
+    assert (job["max_tokens"], job["device"], pad_id) == (64, "cpu", data.pad_id)
+    for mine, theirs in ((data.train, train), (data.test, test)):
+        assert theirs.input_ids == [list(ids) for ids in mine.input_ids]
+        assert np.array_equal(theirs.labels, mine.labels)
+    original, saved = helpers.load_model(settings).state_dict(), helpers.load_model(loaded).state_dict()
+    assert original.keys() == saved.keys()
+    assert all(__import__("torch").equal(original[k], saved[k]) for k in original)
+
+
 def test_token_counts(quick_run):
-    results, _, _ = quick_run
-    strategies = by_name(results)
-    fixed = strategies["fixed"]
+    strategies_run = by_name(quick_run[0])
+    fixed = strategies_run["fixed"]
     assert fixed["processed_tokens"] == TRAIN_SIZE * MAX_LEN  # one epoch, everything padded to max_len
     assert fixed["eval_processed_tokens"] == TEST_SIZE * MAX_LEN
     # Every strategy trains on every review once and evaluates on every test review once.
-    assert len({s["real_tokens"] for s in strategies.values()}) == 1
-    assert len({s["eval_real_tokens"] for s in strategies.values()}) == 1
-    for s in strategies.values():
+    assert len({s["real_tokens"] for s in strategies_run.values()}) == 1
+    assert len({s["eval_real_tokens"] for s in strategies_run.values()}) == 1
+    for s in strategies_run.values():
         assert 0 < s["efficiency"] <= 1 and s["processed_tokens"] <= fixed["processed_tokens"]
         assert math.isclose(s["efficiency"], s["real_tokens"] / s["processed_tokens"])
         assert math.isclose(s["ratios"]["processed_tokens"], s["processed_tokens"] / fixed["processed_tokens"])
-    assert strategies["smart"]["processed_tokens"] <= strategies["dynamic"]["processed_tokens"]
+    assert strategies_run["smart"]["processed_tokens"] <= strategies_run["dynamic"]["processed_tokens"]
 
 
-def test_steps_and_metadata(quick_run):
-    results, _, _ = quick_run
-    steps = -(-TRAIN_SIZE // BATCH_SIZE)
-    for name in ("fixed", "dynamic", "smart", "length_grouped"):
-        assert by_name(results)[name]["train_steps"] == steps
-    meta = results["metadata"]
-    assert meta["setup"]["train_size"] == TRAIN_SIZE and meta["setup"]["test_size"] == TEST_SIZE
-    assert meta["setup"]["quick"] and meta["data"]["source"] == "synthetic"
-    assert {"cpu", "cores", "torch", "device_name"} <= set(meta["machine"])
-    assert [row["n"] for row in results["construction"]] == [2000, 5000]
-    assert results["construction"][0]["identical"] is True
-    assert results["construction"][1]["recipe_seconds"] is None  # above --max-recipe-n
+def test_rounded_widths_and_their_table(quick_run):
+    results, out, _ = quick_run
+    smart, rounded = by_name(results)["smart"], by_name(results)["smart_x16"]
+    assert rounded["pad_to_multiple_of"] == 16 and smart["pad_to_multiple_of"] is None
+    assert rounded["processed_tokens"] >= smart["processed_tokens"] and rounded["processed_tokens"] % 16 == 0
+    assert rounded["distinct_widths"] <= MAX_LEN // 16 and rounded["real_tokens"] == smart["real_tokens"]
+    text = (out / "results.md").read_text()
+    assert "next to the same strategy unrounded" in text
+    row = next(line for line in text.splitlines() if line.startswith(f"| {rounded['label']} | 16 |"))
+    assert f"{rounded['processed_tokens'] / smart['processed_tokens']:.2f}" in row
 
 
-def test_steps_and_sequences_per_step(quick_run):
+def test_steps_sequences_and_metadata(quick_run):
     """Why accuracies can differ: the budget takes fewer, larger steps; the others batch_size each."""
-    strategies = by_name(quick_run[0])
-    for name in ("fixed", "smart", "dynamic"):
-        s = strategies[name]
-        assert s["sequences_per_step_max"] == BATCH_SIZE
-        assert s["sequences_per_step_mean"] == pytest.approx(TRAIN_SIZE / s["train_steps"])
-        assert s["largest_batch_tokens"] <= BATCH_SIZE * MAX_LEN
-    assert strategies["fixed"]["distinct_widths"] == 1
-    budget = strategies["token_budget"]
+    results = quick_run[0]
+    s = by_name(results)
+    for name in ("fixed", "smart", "dynamic", "length_grouped"):
+        assert s[name]["train_steps"] == -(-TRAIN_SIZE // BATCH_SIZE)
+        assert s[name]["sequences_per_step_max"] == BATCH_SIZE
+        assert s[name]["largest_batch_tokens"] <= BATCH_SIZE * MAX_LEN
+    assert s["fixed"]["distinct_widths"] == 1
+    budget, meta = s["token_budget"], results["metadata"]
     assert budget["sequences_per_step_mean"] == pytest.approx(TRAIN_SIZE / budget["train_steps"])
-    meta = quick_run[0]["metadata"]
     assert budget["largest_batch_tokens"] <= meta["setup"]["max_tokens"]
     # the default budget: batch size x the mean training length (helpers.token_budget)
     assert meta["setup"]["max_tokens"] == math.ceil(BATCH_SIZE * meta["data"]["train_mean_tokens"])
+    assert meta["setup"]["train_size"] == TRAIN_SIZE and meta["setup"]["test_size"] == TEST_SIZE
+    assert meta["setup"]["quick"] and meta["setup"]["epochs"] == 1 and meta["setup"]["seed"] == 5 and meta["data"]["source"] == "synthetic"
+    assert {"cpu", "cores", "torch", "device_name"} <= set(meta["machine"])
+    assert meta["command"].startswith("python -m benchmarks.compare_strategies --quick")
+    loop = meta["setup"]["loop"]
+    assert "CUDNN_ATTENTION" not in loop["attention_backends"] and loop["compile"] is False
 
 
 def test_predicted_times_from_the_step_cost_curve(quick_run):
     results, out, _ = quick_run
     curve = results["step_costs"]
-    assert curve["widths"] == step_cost.default_widths(MAX_LEN) and curve["batch_size"] == BATCH_SIZE
-    assert results["metadata"]["setup"]["curve_widths"] == curve["widths"]
+    assert curve["widths"] == compare_strategies.step_cost.default_widths(MAX_LEN)
+    assert curve["batch_size"] == BATCH_SIZE and results["metadata"]["setup"]["curve_widths"] == curve["widths"]
     for s in results["strategies"]:
         assert s["predicted_train_seconds"] > 0 and s["predicted_eval_seconds"] > 0
     # Fixed padding: every step max_len wide, batch_size rows: the curve's last point, per step.
     fixed = by_name(results)["fixed"]
     assert fixed["predicted_train_seconds"] == pytest.approx(fixed["train_steps"] * curve["train_seconds"][-1])
-    assert (out / "step_costs.png").stat().st_size > 1000
-    report = (out / "results.md").read_text()
-    assert "Train time, predicted" in report and "Step-cost curve" in report
+    text = (out / "results.md").read_text()
+    assert "Train time, predicted" in text and "Step-cost curve" in text
 
 
-def test_interleaved_rounds_give_each_strategy_a_median_speedup_and_its_spread(quick_run):
-    results, _, _ = quick_run
-    assert results["metadata"]["setup"]["rounds"] == ROUNDS
-    for s in results["strategies"]:
-        low, high = s["train_speedup_spread"]
-        assert low <= s["train_speedup"] <= high and len(s["round_speedups"]) == ROUNDS
-        assert len(s["round_seconds"]) == len(s["round_epoch_seconds"]) == ROUNDS
-        assert all(steps >= 1 for steps in s["round_steps"])
-        assert s["train_seconds_interleaved"] > 0
-    fixed = by_name(results)["fixed"]
-    assert fixed["train_speedup"] == 1 and fixed["train_speedup_spread"] == [1, 1]
-    # 3 rounds x 2 steps cover the 5 steps of an epoch: together the rounds run each batch once.
-    assert sum(fixed["round_steps"]) == fixed["train_steps"]
-    assert "interleaved, median (min-max)" in (quick_run[1] / "results.md").read_text()
+def test_strategy_names_and_rounding():
+    assert strategies.get_strategy("smart") is strategies.STRATEGIES["smart"]
+    rounded = strategies.get_strategy("token_budget_x32")
+    assert rounded.pad_to_multiple_of == 32 and rounded.train_indices is strategies.budget_batches
+    assert strategies.get_strategy("length_grouped_x8").name == "length_grouped_x8"
+    assert rounded.padding(400, 8) == (None, 32) and strategies.STRATEGIES["fixed"].padding(400, 8) == (400, 8)
+    for bad in ("smart_x0", "nothing", "nothing_x8", "smart_x"):
+        with pytest.raises(KeyError):
+            strategies.get_strategy(bad)
 
 
-def test_interleaved_schedule_runs_every_strategy_once_a_round_in_rotating_order():
-    names = ["fixed", "dynamic", "smart", "length_grouped", "token_budget"]
-    schedule = compare_strategies.interleaved_schedule(names, 10)
-    assert len(schedule) == 10
-    for r, order in enumerate(schedule):
-        assert sorted(order) == sorted(names)  # every strategy once in every round
-        assert order[0] == names[r % 5] and order == names[r % 5:] + names[:r % 5]
-    for name in names:  # rounds a multiple of 5: each strategy in each position twice
-        assert sorted(order.index(name) for order in schedule) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
-    assert compare_strategies.interleaved_schedule(["a", "b"], 3) == [["a", "b"], ["b", "a"], ["a", "b"]]
-    assert compare_strategies.interleaved_schedule(names, 0) == []
-
-
-def test_round_slices_are_alike_samples_of_the_epoch():
-    rng = np.random.default_rng(0)
-    tokens = rng.permutation(np.arange(1, 41) * 100)  # 40 batches, each a different cost
-    slices = compare_strategies.round_slices(tokens, rounds=5, steps=8)  # 5 x 8: the whole epoch
-    assert sorted(np.concatenate(slices).tolist()) == list(range(40))
-    assert all(len(s) == 8 and list(s) == sorted(s) for s in slices)  # epoch order within a slice
-    # Dealt in a snake, every round gets the same mean cost rank (even steps: exactly).
-    ranks = np.argsort(np.argsort(tokens))
-    assert len({ranks[s].sum() for s in slices}) == 1
-    sample = compare_strategies.round_slices(tokens, rounds=4, steps=3)  # 12 of 40 batches
-    assert [len(s) for s in sample] == [3] * 4
-    assert len(set(np.concatenate(sample).tolist())) == 12  # no batch twice
-    assert all(ranks[s].min() < 14 and ranks[s].max() > 26 for s in sample)  # cheap to costly each
-    uneven = compare_strategies.round_slices(tokens[:7], rounds=3, steps=4)
-    assert sorted(len(s) for s in uneven) == [2, 2, 3] and len(np.concatenate(uneven)) == 7
-    few = compare_strategies.round_slices([5, 9], rounds=3, steps=4)  # fewer batches than rounds
-    assert all(len(s) >= 1 for s in few) and set(np.concatenate(few).tolist()) == {0, 1}
-
-
-def test_round_speedups_are_the_baselines_estimate_over_each_strategys():
-    strategies = [dict(name="fixed"), dict(name="smart")]
-    timings = {name: dict(round_steps=[2, 2, 2], round_seconds=seconds, round_epoch_seconds=epochs)
-               for name, seconds, epochs in (("fixed", [1, 1, 1], [10.0, 12.0, 30.0]),
-                                             ("smart", [1, 1, 1], [5.0, 8.0, 10.0]))}
-    compare_strategies.add_round_speedups(strategies, timings, "fixed")
-    smart = strategies[1]
-    assert smart["round_speedups"] == [2.0, 1.5, 3.0]
-    assert smart["train_speedup"] == 2.0 and smart["train_speedup_spread"] == [1.5, 3.0]
-    assert smart["train_seconds_interleaved"] == 8.0
-    compare_strategies.add_round_speedups(strategies, timings, "fixed", epochs=3)
-    assert smart["train_seconds_interleaved"] == 24.0  # to set beside train_seconds, all epochs
-
-
-def test_an_old_record_without_predictions_or_rounds_still_reports_and_plots():
-    """The benchmark of 2026-11-26, recorded before step costs and rounds existed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    recorded = json.loads((ROOT / "docs" / "benchmark" / "2026-11-26_2000" / "results.json").read_text())
-    assert "step_costs" not in recorded and not any("train_speedup_spread" in s for s in recorded["strategies"])
-    report = compare_strategies.markdown_report(recorded)
-    assert "Train time, predicted" not in report and all(s["label"] in report for s in recorded["strategies"])
-    fig = compare_strategies.plot_results(recorded)
-    __import__("matplotlib.pyplot").pyplot.close(fig)
-
-
-def test_curve_and_round_options():
-    args = compare_strategies.parse_args([])
-    assert args.curve_widths == "auto" and args.curve_repeats == 3 and args.rounds >= 1
-    quick = compare_strategies.parse_args(["--quick"])
-    assert (quick.curve_repeats, quick.rounds, quick.round_steps) == (1, 3, 2)
+def test_options_parse_and_bad_ones_are_refused():
+    args = compare_strategies.parse_args(["--rounding", "8,32", "--strategies", "fixed,smart,smart_x8"])
+    assert args.strategies == ["fixed", "smart", "smart_x8", "smart_x32"]  # each once
+    assert args.curve_widths == "auto" and args.curve_repeats == 3
+    assert compare_strategies.parse_args(["--quick"]).curve_repeats == 1
     assert compare_strategies.parse_args(["--curve-widths", "none"]).curve_widths is None
     assert compare_strategies.parse_args(["--curve-widths", "200,50"]).curve_widths == [50, 200]
-    for bad in (["--curve-widths", "x"], ["--curve-widths", "64"], ["--rounds", "-1"],
-                ["--round-steps", "0"]):
+    for bad in (["--curve-widths", "x"], ["--curve-widths", "64"], ["--strategies", "smart,bogus"],
+                ["--rounding", "x"], ["--train-size", "0"], ["--train-size", "abc"], ["--seed", "-1"],
+                ["--quick", "--profile", "full"], ["--rounding", "0"]):
         with pytest.raises(SystemExit):
             compare_strategies.parse_args(bad)
 
 
-def test_loop_settings_are_recorded(quick_run):
-    loop = quick_run[0]["metadata"]["setup"]["loop"]
-    assert "CUDNN_ATTENTION" not in loop["attention_backends"] and loop["compile"] is False
+def test_an_option_not_given_never_overrides_the_profile_or_the_environment(monkeypatch):
+    settings = lambda *argv: compare_strategies.make_settings(compare_strategies.parse_args(list(argv)))  # noqa: E731
+    monkeypatch.delenv("SMART_BATCHING_PROFILE", raising=False)
+    for name in ("EPOCHS", "TRAIN_SIZE", "TEST_SIZE", "COMPARISON_SIZE"):
+        monkeypatch.delenv(f"SMART_BATCHING_{name}", raising=False)
+    default = settings()
+    assert default.profile == "full" and (default.train_size, default.test_size) == (2000, 2000)
+    assert (default.epochs, default.seed, default.batch_size) == (1, 321, 16)  # the profile's
+    given = settings("--train-size", "all", "--test-size", "300", "--seed", "7", "--epochs", "2")
+    assert (given.train_size, given.test_size, given.seed, given.epochs) == (None, 300, 7, 2)
+    monkeypatch.setenv("SMART_BATCHING_EPOCHS", "3")
+    assert settings().epochs == 3 and settings("--quick").epochs == 3 and settings("--epochs", "2").epochs == 2
+    monkeypatch.setenv("SMART_BATCHING_PROFILE", "tiny")
+    tiny = settings()
+    assert tiny.profile == "tiny" and tiny.max_len == 128 and tiny.epochs == 3
+    monkeypatch.delenv("SMART_BATCHING_EPOCHS")
+    quick = settings("--quick")
+    assert (quick.profile, quick.train_size, quick.test_size, quick.epochs) == ("tiny", 256, 256, 1)
 
 
-def test_sizes_all_means_the_whole_split_and_bad_sizes_are_refused():
-    args = compare_strategies.parse_args(["--train-size", "all", "--test-size", "300"])
-    settings = compare_strategies.make_settings(args)
-    assert settings.train_size is None and settings.test_size == 300  # not the 1,000 default
-    default = compare_strategies.make_settings(compare_strategies.parse_args([]))
-    assert (default.train_size, default.test_size) == (2000, 2000)  # the full profile's comparison_size
-    for bad in ("abc", "0", "-5"):
-        with pytest.raises(SystemExit):
-            compare_strategies.parse_args(["--train-size", bad])
+def test_ratios_and_report_without_fixed_padding(quick_run):
+    results = json.loads(json.dumps(quick_run[0]))
+    results["strategies"] = [s for s in results["strategies"] if s["name"] != "fixed"]
+    compare_strategies.add_ratios(results["strategies"])
+    first = results["strategies"][0]
+    assert first["name"] == "dynamic" and first["ratios"]["train_seconds"] == 1
+    assert "ratios are to Dynamic padding, random order" in report.markdown_report(results)
 
 
-def test_a_run_without_fixed_padding_compares_to_its_first_strategy(tmp_path):
-    run_script("compare_strategies.py", "--quick", "--train-size", 24, "--test-size", 16,
-               "--batch-size", 8, "--max-len", 64, "--strategies", "smart,smart_bucketed",
-               "--construction-sizes", "none", "--quiet", "--out", tmp_path)
-    results = json.loads((tmp_path / "results.json").read_text())
-    smart, bucketed = results["strategies"]
-    assert smart["ratios"]["train_seconds"] == 1
-    assert bucketed["processed_tokens"] >= smart["processed_tokens"]
-    assert bucketed["processed_tokens"] % 8 == 0 and bucketed["distinct_widths"] <= 64 // 8
-    assert "ratios are to Smart batching (recipe)" in (tmp_path / "results.md").read_text()
-    assert smart["train_speedup_spread"] == [1, 1]  # the rounds' speed-ups are to the first, too
+@pytest.mark.parametrize("record", ["2026-11-24_1000", "2026-11-26_2000", "2026-12-02_500_rounds",
+                                    "2026-12-05_fixed_smart", "."])
+def test_the_recorded_runs_still_report_and_plot(record):
+    """Records made before fresh processes (some with interleaved rounds, some before step costs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    recorded = json.loads((ROOT / "docs" / "benchmark" / record / "results.json").read_text())
+    text = report.markdown_report(recorded)
+    assert all(s["label"] in text for s in recorded["strategies"])
+    assert "one strategy after another in one process" in text
+    assert ("Train time, predicted" in text) == all(s.get("predicted_train_seconds") for s in recorded["strategies"])
+    fig = report.plot_results(recorded)
+    __import__("matplotlib.pyplot").pyplot.close(fig)
+
+
+def test_the_epoch_runner_refuses_a_broken_job(tmp_path):
+    (tmp_path / "job.json").write_text("{}")
+    with pytest.raises(RuntimeError, match="benchmarks.epoch"):
+        epoch.run_fresh(tmp_path, "smart")
 
 
 def test_gpu_check_runs_small_and_reports_every_part(tmp_path):
     """The GPU check's --quick mode on this machine: every part runs and lands in its report."""
-    run_script("gpu_check.py", "--quick", "--out", tmp_path)
+    run_script("gpu_check", "--quick", "--out", tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     setups = [p["setup"] for p in results["probe"]]
     assert len(setups) == 3 and any("cuDNN allowed" in s for s in setups)
@@ -261,30 +241,30 @@ def test_gpu_check_runs_small_and_reports_every_part(tmp_path):
     assert len(set(widths)) == len(widths)  # every set-up meets widths never seen before
     for p in results["probe"]:
         assert p["train_first"] > 0 and p["train_seen"] > 0 and p["predict_seen"] > 0
-    names = [s["name"] for s in results["benchmark"]["strategies"]]
-    assert names == ["fixed", "smart", "smart_bucketed", "token_budget"]
+    benchmark = results["benchmark"]
+    assert [s["name"] for s in benchmark["strategies"]] == ["fixed", "smart", "smart_x8", "token_budget"]
+    assert len({s["process_id"] for s in benchmark["strategies"]}) == 4
     assert {c["check"].split(" >=")[0].split(" <=")[0] for c in results["targets"]} >= {
         "smart batching trains", "the token budget trains", "sorted evaluation runs"}
     curve = results["step_costs"]  # part 0: the step-cost curve at the tiny profile's max_len 128
-    assert curve["widths"] == step_cost.default_widths(128) and len(curve["train_seconds"]) == 5
-    assert all(s["predicted_train_seconds"] > 0 and len(s["train_speedup_spread"]) == 2
-               for s in results["benchmark"]["strategies"])
-    report = (tmp_path / "results.md").read_text()
-    assert "Quick mode" in report and "cuDNN allowed" in report
-    assert "## 0. What a step costs" in report and "train, predicted" in report
+    assert curve["widths"] == compare_strategies.step_cost.default_widths(128) and len(curve["train_seconds"]) == 5
+    assert all(s["predicted_train_seconds"] > 0 for s in benchmark["strategies"])
+    text = (tmp_path / "results.md").read_text()
+    assert "Quick mode" in text and "cuDNN allowed" in text and "## 0. What a step costs" in text
+    assert "Train time, predicted" in text and "## Targets" in text
     assert (tmp_path / "results.png").stat().st_size > 1000
 
 
 def test_gpu_check_refuses_to_measure_without_a_gpu():
     if __import__("torch").cuda.is_available():
         pytest.skip("there is a GPU here")
-    completed = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--data", "x"],
-                               capture_output=True, text=True, cwd=ROOT)
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--data", "aclImdb_v1.tar.gz"],
+                               capture_output=True, text=True, cwd=ROOT, env=script_env())
     assert completed.returncode != 0 and "no CUDA device" in completed.stderr
 
 
 def test_batching_speed_runs_small():
-    stdout = run_script("batching_speed.py", "--n", 20_000, "--repeats", 1)
+    stdout = run_script("batching_speed", "--n", 20_000, "--repeats", 1, "--max-recipe-n", 20_000)
     assert "identical batches: yes" in stdout and "identical batches: NO" not in stdout
 
 
@@ -296,9 +276,9 @@ def test_batching_speed_on_an_aclimdb_folder(tmp_path):
         folder.mkdir(parents=True)
         for i in range(30):
             (folder / f"{i}_7.txt").write_text(" ".join(["a fine film"] * int(rng.integers(1, 60))))
-    stdout = run_script("batching_speed.py", "--data", tmp_path, "--model", "tiny", "--max-len", 64,
+    stdout = run_script("batching_speed", "--data", tmp_path, "--model", "tiny", "--max-len", 64,
                         "--n", 5000, "--repeats", 1)
-    assert "IMDB train: 60 reviews" in stdout and "smart batches process" in stdout
+    assert "IMDB train: 60 reviews" in stdout and " smart: " in stdout and " budget: " in stdout
 
 
 def test_synthetic_lengths_and_token_comparison():
@@ -309,49 +289,21 @@ def test_synthetic_lengths_and_token_comparison():
     tokens = batching_speed.token_comparison(lengths, 16, 400)
     assert tokens["fixed"]["real_tokens"] == tokens["smart"]["real_tokens"] == lengths.sum()
     assert tokens["smart"]["processed_tokens"] < tokens["fixed"]["processed_tokens"] == 5000 * 400
-
-
-def test_step_trace_summary_arithmetic():
-    rows = [dict(width=10, rows=2, seconds=2.0, faults=100, new_width=True, predicted=1.0),
-            dict(width=10, rows=2, seconds=1.5, faults=300, new_width=False, predicted=1.0),
-            dict(width=20, rows=1, seconds=3.0, faults=200, new_width=True, predicted=2.0)]
-    s = step_trace.summarize(rows)
-    assert (s["steps"], s["seconds"], s["faults_per_step"]) == (3, 6.5, 200.0)
-    assert s["tokens_per_step"] == 20 and s["predicted_seconds"] == 4.0 and s["measured_over_predicted"] == 1.625
-    assert s["new_width_ratio_median"] == 1.75 and s["seen_width_ratio_median"] == 1.5
-    assert "predicted_seconds" not in step_trace.summarize([dict(rows[0], predicted=None)])
-    assert "cpu_over_wall" not in s  # a trace recorded before CPU time was
-    timed = [dict(r, cpu_seconds=c) for r, c in zip(rows, (4.0, 3.0, 6.0))]
-    assert step_trace.summarize(timed)["cpu_over_wall"] == 13.0 / 6.5
+    assert tokens["budget"]["largest_batch_tokens"] <= tokens["budget"]["max_tokens"] == 16 * 400
 
 
 def test_process_counters_count_this_process_work():
-    start = compare_strategies.process_counters()
+    start = measuring.process_counters()
     assert set(start) == {"wall_seconds", "cpu_seconds", "page_faults", "steal_seconds"}
     block = bytearray(64 * 2**20)  # 64 MiB, touched: the kernel must hand the process new pages
     block[::4096] = b"x" * len(block[::4096])
     sum(i * i for i in range(300_000))
-    spent = compare_strategies.counters_since(start)
+    spent = measuring.counters_since(start)
     assert spent["wall_seconds"] > 0 and spent["cpu_seconds"] > 0 and spent["page_faults"] >= 8_000
     assert spent["steal_seconds"] is None or spent["steal_seconds"] >= 0
     del block
 
 
-def test_step_trace_runs_a_strategy_after_another_in_one_process(tmp_path):
-    curve = tmp_path / "curve.json"
-    curve.write_text(json.dumps({"step_costs": {"widths": [2, 128], "batch_size": 8,
-                                                "train_seconds": [0.01, 0.1], "eval_seconds": [0.01, 0.1]}}))
-    out = tmp_path / "trace.json"
-    run_script("step_trace.py", "--quick", "--before", "fixed", "--before-steps", 2, "--steps", 3,
-               "--curve", curve, "--out", out)
-    trace = json.loads(out.read_text())
-    assert trace["before"]["steps"] == 2 and trace["traced"]["steps"] == len(trace["traced"]["rows"]) == 3
-    seen = set()
-    for row in trace["before"]["rows"] + trace["traced"]["rows"]:  # "new": new to the process
-        assert row["new_width"] == (row["width"] not in seen) and row["seconds"] > 0 and row["predicted"] > 0
-        assert row["cpu_seconds"] > 0 and row["faults"] >= 0
-        seen.add(row["width"])
-    assert not trace["before"]["rows"][1]["new_width"]  # fixed padding: one width, max_len
-    assert trace["metadata"]["command"].startswith("python benchmarks/step_trace.py --quick")
-    with pytest.raises(SystemExit):
-        step_trace.parse_args(["--out", str(out), "--steps", "0"])
+def test_command_lines_name_the_module_and_hide_local_paths():
+    assert measuring.command_line("gpu_check", ["--data", "/home/me/aclImdb_v1.tar.gz", "--quick"]) == \
+        "python -m benchmarks.gpu_check --data aclImdb_v1.tar.gz --quick"

@@ -1,20 +1,15 @@
 """benchmarks/step_cost.py: the prediction arithmetic, exactly, and the curve's shape; never its speed."""
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import helpers  # noqa: E402
-import step_cost  # noqa: E402
+import helpers
+from benchmarks import step_cost
 
-# The curve quoted in issue 20 (2-core EPYC, 6-layer MiniLM, batch 16, training steps), with
-# made-up evaluation steps.
+# A compute-bound curve shaped like a 6-layer BERT's on two CPU cores (batch 16, training steps),
+# with made-up evaluation steps.
 COSTS = dict(widths=[64, 128, 256, 400], batch_size=16, train_seconds=[0.71, 1.47, 4.19, 10.22],
              eval_seconds=[0.2, 0.4, 1.0, 2.2])
 
@@ -67,7 +62,7 @@ def test_shapes_from_indices_pad_as_the_batches_do():
     assert step_cost.shapes_from_indices(lengths, indices, pad_to_multiple_of=4) == [(12, 2), (8, 3)]
     ids = [[1] * n for n in lengths]
     batches = helpers.batches_from_indices(ids, [0, 1, 0, 1, 0], indices, pad_id=0, pad_to_multiple_of=4)
-    assert step_cost.batch_shapes(batches) == [(12, 2), (8, 3)]
+    assert [tuple(b["input_ids"].shape[::-1]) for b in batches] == [(12, 2), (8, 3)]
 
 
 def test_default_widths_run_from_an_eighth_of_max_len_to_max_len():
@@ -144,6 +139,9 @@ def test_the_command_line_writes_the_curve(tmp_path, capsys):
 
     costs = step_cost.main(["--profile", "tiny", "--batch-size", "4", "--widths", "8,16", "--repeats", "1",
                             "--out", str(tmp_path)])
+    for bad in (["--widths", "8,x"], ["--repeats", "0"], ["--batch-size", "0"]):
+        with pytest.raises(SystemExit):
+            step_cost.main(["--profile", "tiny", *bad])
     plt.close("all")
     assert costs["widths"] == [8, 16] and costs["batch_size"] == 4
     saved = __import__("json").loads((tmp_path / "step_costs.json").read_text())
