@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 import helpers
-from support.arguments import add_settings_options, settings_from_options, whole_number
+from support.arguments import add_settings_options, given_settings, whole_number
 
 # The token counts of IMDB's training reviews with the bert-base-uncased vocabulary, before
 # truncation, are close to log-normal with these parameters (IMDB's own lengths: `--data`).
@@ -148,7 +148,7 @@ def time_imdb(settings, repeats: int) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    settings = settings_from_options(args)
+    settings = helpers.get_settings(**given_settings(args))
     print(f"Batch construction, batch_size {settings.batch_size}: helpers.smart_batch_indices ('ours') "
           "and the recipe's list deletion (helpers.recipe_batch_indices)")
     report = time_imdb(settings, args.repeats) if hasattr(args, "data_source") else dict(imdb=None, tokens=None)

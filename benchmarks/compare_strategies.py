@@ -34,7 +34,7 @@ from benchmarks.measuring import command_line, describe_source, machine_info, mo
 from benchmarks.report import markdown_report, plot_results, write_results
 from benchmarks.strategies import DEFAULT_STRATEGIES, Batching, get_strategy
 from support import device as device_support
-from support.arguments import add_settings_options, settings_from_options, whole_number
+from support.arguments import add_settings_options, given_settings, whole_number
 from support.environment import ENV_PREFIX, environment_overrides
 
 SETTINGS_OPTIONS = ("profile", "data_source", "model_name", "tokenizer_name", "max_len", "batch_size",
@@ -102,10 +102,10 @@ def make_settings(args):
     if args.quick:
         args.profile = "tiny"
         overrides = {k: v for k, v in QUICK.items() if k not in given and k not in environment_overrides()}
-        return settings_from_options(args, compile=args.compile, **overrides)
+        return helpers.get_settings(**given_settings(args), compile=args.compile, **overrides)
     if "profile" not in given:  # the benchmark measures the recipe unless told otherwise
         args.profile = os.environ.get(ENV_PREFIX + "PROFILE") or "full"
-    settings = settings_from_options(args, compile=args.compile)
+    settings = helpers.get_settings(**given_settings(args), compile=args.compile)
     for key, size in zip(("train_size", "test_size"), settings.comparison_sizes()):
         if key not in given:
             setattr(settings, key, size)

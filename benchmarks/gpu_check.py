@@ -37,7 +37,7 @@ import helpers
 from benchmarks import report, step_cost
 from benchmarks.measuring import command_line, machine_info, model_info
 from support import device as device_support, models
-from support.arguments import add_settings_options, settings_from_options, whole_number
+from support.arguments import add_settings_options, given_settings, whole_number
 from support.environment import environment_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,7 +242,7 @@ def check_settings(args):
         return helpers.get_settings("tiny")
     given = set(vars(args)) | set(environment_overrides())
     args.profile = "full"
-    return settings_from_options(args, **{k: v for k, v in CHECK_SETTINGS.items() if k not in given})
+    return helpers.get_settings(**given_settings(args), **{k: v for k, v in CHECK_SETTINGS.items() if k not in given})
 
 
 def main(argv=None) -> dict:

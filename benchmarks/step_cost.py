@@ -239,7 +239,7 @@ def main(argv=None) -> dict:
     import matplotlib
     import matplotlib.pyplot
 
-    from support.arguments import add_settings_options, settings_from_options, whole_number
+    from support.arguments import add_settings_options, given_settings, whole_number
 
     matplotlib.use("Agg")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -255,7 +255,7 @@ def main(argv=None) -> dict:
         widths = [int(w) for w in args.widths.split(",")] if args.widths else None
     except ValueError:
         parser.error(f"--widths {args.widths!r}: expected whole numbers, comma-separated")
-    settings = settings_from_options(args)
+    settings = helpers.get_settings(**given_settings(args))
     device = helpers.get_device(verbose=False) if args.device == "auto" else torch.device(args.device)
     costs = measure_for_settings(settings, device, widths, args.repeats, pad_share=args.pad_share)
     out = Path(args.out)
