@@ -2,15 +2,17 @@
 
 Top to bottom it follows the tutorial: settings -> 1. tokenize without padding -> 2. smart
 batches, the fixed-padding baseline, counting tokens -> 3. the PyTorch way (dataset, sampler,
-collator) -> training and evaluation loops -> progress lines -> input checks.
+collator) -> training and evaluation loops -> progress lines.
 
 One batch shape runs through it all: a dict of input_ids, attention_mask, labels and index (the
 examples' positions in their dataset, from which ``evaluate`` restores their order), built from
-lists by ``batches_from_indices`` and by a DataLoader with ``PadCollator`` alike.
+lists by ``batches_from_indices`` and by a DataLoader with ``PadCollator`` alike (which also pads
+token_type_ids and any other per-token key the examples carry).
 
 What the tutorial stands on lives beside it in ``support/``: profiles and environment variables,
-the device (mixed precision, attention kernels), IMDB's sources, the tokenizer and model, memory.
-The names the notebooks use from there are re-exported here (``helpers.load_imdb`` works).
+the device (mixed precision, attention kernels), IMDB's sources, the tokenizer and model, memory,
+the input checks, a dataset's sequence lengths. The names the notebooks use from there are
+re-exported here (``helpers.load_imdb``, ``helpers.check_labels`` work).
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ import numpy as np
 import torch
 
 # Used here, and re-exported for the notebooks (helpers.get_device, helpers.load_imdb, ...).
+from support.checks import (check_batch_size, check_batching, check_labels, check_max_len,
+                            check_texts)
 from support.device import attention_backends, autocast_dtype, get_device, model_inputs, synchronize
 from support.environment import environment_overrides, output_dir, profile_values, save_figure
 from support.imdb import DEFAULT_CACHE_DIR, SPLITS, load_imdb
 from support.lengths import sequence_lengths
+from support.remaining import RemainingInOrder
 from support.memory import step_peak_memory
 from support.models import load_model, load_tokenizer, model_max_length
 
@@ -109,24 +114,6 @@ def set_seed(seed: int) -> None:
 # Step 1: tokenize without padding.
 # ----------------------------------------------------------------------------------------------
 
-def check_texts(texts) -> None:
-    """Texts to tokenize: at least one, each a str."""
-    if len(texts) == 0:
-        raise ValueError("no texts: the data is empty")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ValueError(f"text {i} is a {type(text).__name__}, not a str")
-
-
-def check_max_len(max_len: int, tokenizer=None) -> None:
-    """Room for [CLS] and [SEP], and no more than the model takes."""
-    if not isinstance(max_len, (int, np.integer)) or max_len < 2:
-        raise ValueError(f"max_len must be an integer >= 2 ([CLS] and [SEP] need two), got {max_len!r}")
-    limit = model_max_length(tokenizer) if tokenizer is not None else None
-    if limit is not None and max_len > limit:
-        raise ValueError(f"max_len {max_len} is above the model's limit of {limit} tokens")
-
-
 def tokenize_without_padding(texts: Sequence[str], tokenizer, max_len: int = 400,
                              chunk_size: int = 1000, verbose: bool = True,
                              text_pairs: Sequence[str] | None = None):
@@ -164,52 +151,6 @@ def tokenize_without_padding(texts: Sequence[str], tokenizer, max_len: int = 400
 # Step 2: smart batches. Sort by length, take contiguous runs at random, pad each to its longest.
 # ----------------------------------------------------------------------------------------------
 
-class _RemainingInOrder:
-    """The not-yet-batched indices in length order, with fast 'remove the run at rank r'.
-
-    The recipe deletes each batch from one Python list, O(n) a deletion (see README: 1,000,000
-    sequences, 0.30 s here against 4.7-5.0 s). Here they sit in chunks, and a Fenwick tree over
-    the chunk sizes finds the chunk holding rank r in O(log n)."""
-
-    def __init__(self, order: np.ndarray, chunk: int = 4096):
-        self.chunks = [order[i:i + chunk].tolist() for i in range(0, len(order), chunk)]
-        self.size = len(order)
-        self.tree = [0] * (len(self.chunks) + 1)  # Fenwick tree, 1-based
-        for i, c in enumerate(self.chunks):
-            self._add(i, len(c))
-        self.top = 1 << max(0, len(self.chunks).bit_length() - 1)
-
-    def _add(self, i: int, delta: int) -> None:
-        i += 1
-        while i < len(self.tree):
-            self.tree[i] += delta
-            i += i & -i
-
-    def _find(self, rank: int) -> tuple[int, int]:
-        """(chunk, offset) of the item with this rank among the remaining ones."""
-        tree, n, pos, step = self.tree, len(self.tree), 0, self.top
-        while step:  # Fenwick descent: the largest prefix of chunks holding <= rank items
-            nxt = pos + step
-            if nxt < n and tree[nxt] <= rank:
-                pos = nxt
-                rank -= tree[nxt]
-            step >>= 1
-        return pos, rank
-
-    def pop_run(self, start: int, count: int) -> list[int]:
-        """Remove and return the `count` items of ranks start .. start+count-1."""
-        run: list[int] = []
-        while len(run) < count:
-            chunk, offset = self._find(start)  # `start` stays put: later items shift down to it
-            items = self.chunks[chunk]
-            piece = items[offset:offset + count - len(run)]
-            del items[offset:offset + len(piece)]
-            self._add(chunk, -len(piece))
-            run.extend(piece)
-        self.size -= count
-        return run
-
-
 def smart_batch_indices(lengths, batch_size: int | None, seed: int | None = None,
                         max_tokens: int | None = None) -> list[np.ndarray]:
     """Batches of indices, each a contiguous run of the length-sorted order, in random order.
@@ -221,15 +162,14 @@ def smart_batch_indices(lengths, batch_size: int | None, seed: int | None = None
     With `max_tokens`, a batch is as many sequences as fit in len(batch) * longest <= max_tokens
     (at most batch_size unless None): we cut the sorted order into such runs from the longest end,
     the first run of random size so that the seed moves every cut, and shuffle the runs. Random
-    removal would leave gaps that big batches of short reviews span (on IMDB at 6,400: 6,401,564
-    tokens processed that way, 6,365,482 with cuts).
+    removal would leave gaps that big batches of short reviews span: more tokens processed.
     """
     lengths = check_batching(lengths, batch_size, max_tokens)
     rng = np.random.default_rng(seed)
     order = length_order(lengths)
     batches = []
     if max_tokens is None:
-        remaining = _RemainingInOrder(order)
+        remaining = RemainingInOrder(order)
         # One uniform draw per batch, made up front: same stream as drawing in the loop, faster.
         for u in rng.random(-(-len(order) // batch_size)):
             take = min(batch_size, remaining.size)
@@ -246,7 +186,8 @@ def _budget_runs(order, sorted_lengths, cap, max_tokens, rng=None) -> list[np.nd
     With `rng`, the first run gets a random size, which shifts every later cut.
     """
     cap = cap or len(order)
-    runs, end = [], len(order)
+    runs = []
+    end = len(order)
     while end > 0:
         take = min(cap, max_tokens // int(sorted_lengths[end - 1]), end)
         if rng is not None and not runs:
@@ -258,9 +199,9 @@ def _budget_runs(order, sorted_lengths, cap, max_tokens, rng=None) -> list[np.nd
 
 def token_budget(lengths, batch_size: int) -> int:
     """A max_tokens budget that keeps about batch_size's number of optimizer steps: batch_size x
-    the mean length (at least the longest sequence). On IMDB at max_len 400: 16 x 254 = 4,064
-    tokens. A larger budget gives fewer, fuller steps but fewer updates per epoch, which the
-    recipe's learning rate and schedule were not tuned for.
+    the mean length, rounded up (and at least the longest sequence, which must fit). A larger
+    budget gives fewer, fuller steps but fewer updates per epoch, which the recipe's learning
+    rate and schedule were not tuned for.
     """
     lengths = check_batching(lengths, batch_size)
     return max(int(math.ceil(batch_size * lengths.mean())), int(lengths.max()))
@@ -297,64 +238,6 @@ def length_order(lengths: np.ndarray) -> np.ndarray:
     if lengths.max() < 2**15:
         lengths = lengths.astype(np.int16)
     return np.argsort(lengths, kind="stable")
-
-
-def check_batching(lengths, batch_size: int | None, max_tokens: int | None = None) -> np.ndarray:
-    """The lengths as an array, once batch_size and / or max_tokens are known to fit them: every
-    batching function and the sampler start here."""
-    lengths = np.asarray(lengths)
-    if lengths.ndim != 1 or len(lengths) == 0:
-        raise ValueError("lengths must be a non-empty 1-D sequence of sequence lengths")
-    if not np.issubdtype(lengths.dtype, np.integer) or (lengths < 1).any():
-        raise ValueError("lengths must be positive integers")
-    if batch_size is None and max_tokens is None:
-        raise ValueError("give batch_size, max_tokens or both")
-    if batch_size is not None:
-        check_batch_size(batch_size)
-    if max_tokens is None:
-        return lengths
-    if not isinstance(max_tokens, (int, np.integer)) or max_tokens < 1:
-        raise ValueError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
-    longest = int(lengths.max())
-    if longest > max_tokens:
-        raise ValueError(f"sequence {int(lengths.argmax())} has {longest} tokens, more than the "
-                         f"max_tokens budget of {max_tokens}: raise the budget or lower max_len")
-    return lengths
-
-
-def check_batch_size(batch_size) -> None:
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-
-
-def check_labels(labels, n: int, num_labels: int | None = None, what: str = "sequences") -> int:
-    """K, the number of classes, once every label is a class id 0 .. K-1 (IMDB: 0/1), K >= 2:
-    num_labels if given, else the largest label + 1. A ValueError names the offending values."""
-    if n == 0:
-        raise ValueError(f"no {what}: the data is empty")
-    if n != len(labels):
-        raise ValueError(f"{n} {what} but {len(labels)} labels: they must pair up one to one")
-    values = np.asarray(labels)
-    if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
-        bad = [v for v in dict.fromkeys(values.tolist())
-               if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
-        if bad or values.dtype == bool:
-            raise ValueError(f"labels must be integer class ids 0, 1, ...; found {(bad or values.tolist())[:5]}")
-    values = values.astype(np.int64)
-    negative = sorted(set(values[values < 0].tolist()))
-    if negative:
-        raise ValueError(f"labels must be class ids >= 0; found {negative[:5]}")
-    if num_labels is not None:
-        if not isinstance(num_labels, (int, np.integer)) or num_labels < 2:
-            raise ValueError(f"num_labels must be an integer >= 2, got {num_labels!r}")
-        too_big = sorted(set(values[values >= num_labels].tolist()))
-        if too_big:
-            raise ValueError(f"labels must be in 0..{num_labels - 1} for num_labels={num_labels}; "
-                             f"found {too_big[:5]}")
-    classes = int(num_labels or values.max() + 1)
-    if classes < 2:
-        raise ValueError(f"labels must hold at least two classes (0 and 1); found only {sorted(set(values.tolist()))}")
-    return classes
 
 
 def padded_width(longest: int, pad_to: int | None = None, pad_to_multiple_of: int | None = None) -> int:
@@ -876,7 +759,9 @@ class Progress:
     """Prints `done/total` about `updates` times with elapsed and estimated remaining time."""
 
     def __init__(self, total: int, what: str = "", updates: int = 10, enabled: bool = True):
-        self.total, self.what, self.enabled = total, what, enabled
+        self.total = total
+        self.what = what
+        self.enabled = enabled
         self.every = good_update_interval(total, updates)
         self.start = time.perf_counter()
 
