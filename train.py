@@ -182,6 +182,8 @@ def check_options(parser, options: ScriptOptions, given: dict, settings) -> None
     if options.max_tokens not in (None, "auto") and not (options.max_tokens.isdigit()
                                                          and int(options.max_tokens) >= 1):
         parser.error(f"argument --max_tokens: expected a whole number >= 1 or 'auto', got {options.max_tokens!r}")
+    if options.max_tokens is not None and "per_device_train_batch_size" in given:
+        parser.error("argument --per_device_train_batch_size: --max_tokens sets each batch's size; give one of them")
     own = options.train_file is not None
     for dest, option in (("data_source", "--data"), ("train_size", "--train-size"),
                          ("test_size", "--test-size")):

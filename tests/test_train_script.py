@@ -302,6 +302,7 @@ def free_port() -> int:
     (["--profile", "tiny", "--model", "bert-base-uncased"], "--profile"),
     (["--train_file", "a.csv", "--train-size", "10"], "--train-size"),
     (["--test_file", "a.csv"], "--train_file"),
+    (["--max_tokens", "4000", "--per_device_train_batch_size", "8"], "--per_device_train_batch_size"),
 ])
 def test_a_bad_value_stops_with_a_message_naming_its_option(options, named, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -349,3 +350,27 @@ def test_a_budget_below_the_longest_text_names_max_tokens():
     train.check_setup(train.ScriptOptions(), settings, lengths, world_size=8)  # 120 texts: 8 batches
     with pytest.raises(train.SetupError, match="fewer than the 9 processes"):
         train.check_setup(train.ScriptOptions(), settings, lengths, world_size=9)
+
+
+def test_sentence_pairs_with_a_regression_label_train_and_predict(tmp_path):
+    """JSON lines of two texts and a number: token_type_ids reach the model, the labels stay
+    floats (one output, mean squared error), and the predictions are numbers in the file's order;
+    into a folder that holds a run, since --overwrite_output_dir asks for it."""
+    texts, _ = synthetic_reviews(60, seed=4)
+    rows = [dict(premise=text, hypothesis=texts[-i - 1], score=round(i / 59, 3)) for i, text in enumerate(texts)]
+    for name, part in (("train", rows[:40]), ("test", rows[40:])):
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(row) for row in part))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("{}")  # an earlier run's, trained over as asked
+    assert train.main(["--train_file", str(tmp_path / "train.jsonl"), "--test_file", str(tmp_path / "test.jsonl"),
+                       "--text_column", "premise", "--text_pair_column", "hypothesis", "--label_column", "score",
+                       "--regression", "--num_train_epochs", "1", "--disable_tqdm", "true",
+                       "--output_dir", str(out), "--overwrite_output_dir"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["label_names"] is None and len(results["test"]["predictions"]) == 20
+    assert all(isinstance(p, float) for p in results["test"]["predictions"]) and "mse" in results["test"]
+    assert json.loads((out / "model" / "config.json").read_text())["problem_type"] == "regression"
+    table = read_table(tmp_path / "test.jsonl", "premise", "score", "hypothesis")
+    encoded = train.as_dataset(table, helpers.load_tokenizer(helpers.get_settings("tiny")), 128, None)
+    assert set(encoded[0]["token_type_ids"]) == {0, 1}  # the pair's second text marked as such
