@@ -438,16 +438,16 @@ class PadCollator:
         for key in examples[0]:
             values = [e[key] for e in examples]
             if key in self.LABEL_KEYS:
-                batch["labels"] = number_tensor(values, "labels")
+                batch["labels"] = _number_tensor(values, "labels")
             elif key != "input_ids" and _is_token_list(values[0]):
                 for i, (value, size) in enumerate(zip(values, sizes)):
                     if len(value) != size:
                         raise ValueError(f"example {i}: {key!r} has {len(value)} values for "
                                          f"{size} input_ids; a per-token key needs one per token")
-                dtype = number_tensor(values[0], key).dtype
+                dtype = _number_tensor(values[0], key).dtype
                 batch[key] = pad_sequences(values, self.PAD_VALUES.get(key, 0), width, dtype)
             elif key != "input_ids":
-                batch[key] = number_tensor(values, key)
+                batch[key] = _number_tensor(values, key)
         return batch
 
 
@@ -455,7 +455,7 @@ def _is_token_list(value) -> bool:
     return isinstance(value, (list, tuple, np.ndarray)) or (torch.is_tensor(value) and value.dim() == 1)
 
 
-def number_tensor(values, key: str) -> torch.Tensor:
+def _number_tensor(values, key: str) -> torch.Tensor:
     """Numbers (or equal-length vectors of them) as a tensor: floats float32, integers int64."""
     try:
         array = np.asarray(values)
