@@ -10,19 +10,23 @@ The options are the Trainer's own (transformers.TrainingArguments: --learning_ra
 --num_train_epochs, --per_device_train_batch_size, --seed, --save_steps, --eval_strategy, --bf16,
 --resume_from_checkpoint, ...), the series' settings (--profile, --data, --model, --tokenizer,
 --max-len, --train-size, --test-size, --pad-to-multiple-of: support/arguments.py) and this
-script's (ScriptOptions below: files, columns, labels, --max_tokens). A value given on the command
-line wins; one not given comes from the profile (or SMART_BATCHING_*), never from a
-TrainingArguments default. A model named with --model trains with the recipe's settings (the
-"full" profile), never the tiny profile's, which is for the offline 2-layer model.
+script's (ScriptOptions below: --train_file and the other files, --text_column,
+--text_pair_column for sentence pairs, --label_column, --class_names, --regression, --max_tokens,
+--overwrite_output_dir). A value given on the command line wins; one not given comes from the
+profile (or SMART_BATCHING_*), never from a TrainingArguments default. A named model (--model)
+trains with the recipe's settings (the "full" profile), never the tiny profile's, which are the
+offline 2-layer model's.
 
 Checkpoints, resuming, mixed precision, logging and several processes (torchrun, accelerate
-launch: every process runs this file) are the Trainer's. Each process trains on its share of the
-smart batches (the Trainer's world size and rank are SmartBatchSampler's); predictions come back in
-the data's order. Rank 0 writes OUTPUT_DIR/model (weights, tokenizer, id2label / label2id) and
-OUTPUT_DIR/results.json; every process then waits for the others before any leaves. An output
-folder that holds a run is not overwritten unless --overwrite_output_dir (or a resume) says so.
-Bad input (a missing file or column, an empty text, a label outside the label set, an impossible
-set-up) stops every process before training with a message naming the file, column, line or option.
+launch: every process runs this file; on a machine without GPUs they are CPU processes on gloo)
+are the Trainer's. Each process trains on its share of the smart batches (the Trainer's world size
+and rank are SmartBatchSampler's); predictions come back in the data's order. Rank 0 writes
+OUTPUT_DIR/model (weights, tokenizer, id2label / label2id) and OUTPUT_DIR/results.json; every
+process then waits for the others before any leaves. An output folder that holds a run is not
+overwritten unless --overwrite_output_dir (or a resume) says so. Bad input (a missing file or
+column, an empty file or text, a label outside the label set, a regression label that is not a
+number, an impossible set-up) stops every process before training with a message naming the file,
+column, line or option.
 """
 from __future__ import annotations
 
@@ -115,7 +119,8 @@ def given_options(parser, argv) -> dict:
 
 def settings_for(parser, given: dict):
     """helpers.Settings from the profile, SMART_BATCHING_* and the options given (TrainingArguments'
-    among them); a model named on the command line gets the recipe's ("full") settings."""
+    among them); a named model (--model, SMART_BATCHING_MODEL) gets the recipe's ("full") settings
+    where the profile would be the tiny one, which is the offline 2-layer model's."""
     from support.arguments import OPTIONS, settings_from_options
     from support.models import TINY_MODEL
 
@@ -131,14 +136,15 @@ def settings_for(parser, given: dict):
                         ("per_device_train_batch_size", lambda v: v >= 1)):
         if field in given and not test(given[field]):
             parser.error(f"argument --{field}: {given[field]} is out of range")
-    named = given.get("model_name", TINY_MODEL) != TINY_MODEL
-    if named and given.get("profile") == "tiny":
-        parser.error(f"argument --profile: tiny is the offline 2-layer model; --model "
-                     f"{given['model_name']} trains with the recipe's settings: leave --profile out")
-    if named:
-        options.profile = "full"
     try:
-        return settings_from_options(options, **overrides)
+        settings = settings_from_options(options, **overrides)
+        if settings.profile == "tiny" and settings.model_name != TINY_MODEL:
+            if given.get("profile") == "tiny":
+                parser.error(f"argument --profile: tiny is the offline 2-layer model's; the model "
+                             f"{settings.model_name} trains with the recipe's settings: leave --profile out")
+            options.profile = "full"  # a named model: never the tiny profile's lr, sizes or data
+            settings = settings_from_options(options, **overrides)
+        return settings
     except ValueError as error:
         parser.error(str(error))
 

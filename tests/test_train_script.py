@@ -322,13 +322,16 @@ def test_an_option_not_given_keeps_the_profile_and_one_given_wins(tmp_path, monk
     assert (args.learning_rate, settings.learning_rate, args.seed, settings.epochs) == (1e-3, 1e-3, 7, 3)
 
 
-def test_a_model_named_on_the_command_line_trains_with_the_recipe_not_the_tiny_profile(tmp_path):
+def test_a_model_named_on_the_command_line_trains_with_the_recipe_not_the_tiny_profile(tmp_path, monkeypatch):
     args, _, settings = train.parse_args(["--model", "bert-base-uncased", "--output_dir", str(tmp_path)])
     assert settings.profile == "full" and settings.model_name == "bert-base-uncased"
     assert (args.learning_rate, settings.max_len, args.warmup_steps) == (5e-5, 400, 0)
     args, _, _ = train.parse_args(["--model", "bert-base-uncased", "--learning_rate", "3e-5",
                                    "--output_dir", str(tmp_path)])
     assert args.learning_rate == 3e-5
+    monkeypatch.setenv("SMART_BATCHING_MODEL", "bert-base-uncased")  # named in the environment
+    args, _, settings = train.parse_args(["--output_dir", str(tmp_path)])
+    assert settings.profile == "full" and args.learning_rate == 5e-5
 
 
 def test_an_output_folder_that_holds_a_run_is_not_overwritten(files, tmp_path, capsys):
