@@ -466,7 +466,35 @@ def build_trainer(training_args, options: ScriptOptions, settings, data: Data, m
         fail_fast=options.fail_fast)
 
 
-def test_results(trainer, data: Data) -> dict:
+def resume_on_cpus(trainer) -> None:
+    """Let CPU processes resume whatever the transformers version: some versions load the
+    optimizer's state with map_location=args.device, which for each CPU process of a distributed
+    run is an indexed device (cpu:0, cpu:1) that torch.load cannot restore to. Plain "cpu" is the
+    same memory; GPU runs and single processes are left alone."""
+    import torch
+
+    device, load = trainer.args.device, trainer._load_optimizer_and_scheduler
+    if device.type != "cpu" or device.index is None:
+        return
+
+    def load_on_cpu(checkpoint):
+        torch_load = torch.load
+
+        def cpu_load(*args, **kwargs):
+            if isinstance(kwargs.get("map_location"), torch.device) and kwargs["map_location"].type == "cpu":
+                kwargs["map_location"] = "cpu"
+            return torch_load(*args, **kwargs)
+
+        torch.load = cpu_load
+        try:
+            return load(checkpoint)
+        finally:
+            torch.load = torch_load
+
+    trainer._load_optimizer_and_scheduler = load_on_cpu
+
+
+def predict_test(trainer, data: Data) -> dict:
     """Predictions on the test split, in its rows' order (every process gets all of them)."""
     output = trainer.predict(data.test)
     logits = output.predictions
@@ -503,6 +531,7 @@ def run(training_args, options: ScriptOptions, settings) -> None:
         training_args.remove_unused_columns = False
     trainer = build_trainer(training_args, options, settings, data, max_tokens)
     used = record_batches(trainer) if options.save_batches else None
+    resume_on_cpus(trainer)
     trained = trainer.train(resume_from_checkpoint=resume_point(training_args))
     results = dict(command=sys.argv, world_size=training_args.world_size,
                    backend=dist.get_backend() if dist.is_initialized() else None,
@@ -513,7 +542,7 @@ def run(training_args, options: ScriptOptions, settings) -> None:
     if data.validation is not None:
         results["validation"] = trainer.evaluate()
     if data.test is not None:
-        results["test"] = test_results(trainer, data)
+        results["test"] = predict_test(trainer, data)
     fingerprints = gather(weights_fingerprint(trainer.model))
     results.update(weights_sha256=fingerprints, weights_identical=len(set(fingerprints)) == 1)
     if used is not None:

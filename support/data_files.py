@@ -42,7 +42,10 @@ def _rows(path: Path):
     if kind is None:
         raise DataFileError(f"{path}: unknown format {path.suffix!r}; expected one of "
                             f"{', '.join(FORMATS)} (CSV, tab-separated or JSON lines)")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataFileError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
     if kind == "json":
         rows = []
         for line, raw in enumerate(text.splitlines(), start=1):

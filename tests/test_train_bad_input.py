@@ -86,6 +86,12 @@ def test_a_value_that_is_not_a_number_in_a_regression_label_is_named(tmp_path, c
     assert f"{path}, line 2, column 'score': 'high' is not a number" in err
 
 
+def test_a_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    path = tmp_path / "train.csv"
+    path.write_bytes("text,label\ncaf\u00e9,pos\n".encode("latin-1"))
+    assert f"{path}: not UTF-8 text" in fails(tmp_path, capsys, "--train_file", path)
+
+
 def test_a_line_that_is_not_json_is_named(tmp_path, capsys):
     path = write(tmp_path / "train.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": \n')
     assert f"{path}, line 2: not a JSON object" in fails(tmp_path, capsys, "--train_file", path)
