@@ -121,10 +121,11 @@ def settings_for(parser, given: dict):
     """helpers.Settings from the profile, SMART_BATCHING_* and the options given (TrainingArguments'
     among them); a named model (--model, SMART_BATCHING_MODEL) gets the recipe's ("full") settings
     where the profile would be the tiny one, which is the offline 2-layer model's."""
-    from support.arguments import OPTIONS, settings_from_options
+    import helpers
+    from support.arguments import OPTIONS
     from support.models import TINY_MODEL
 
-    options = argparse.Namespace(**{k: v for k, v in given.items() if k in OPTIONS})
+    options = {k: v for k, v in given.items() if k in OPTIONS}  # the settings' options given
     overrides = {setting: given[field] for field, setting in TRAINER_SETTINGS.items() if field in given}
     if "num_train_epochs" in given:
         epochs = given["num_train_epochs"]
@@ -137,13 +138,13 @@ def settings_for(parser, given: dict):
         if field in given and not test(given[field]):
             parser.error(f"argument --{field}: {given[field]} is out of range")
     try:
-        settings = settings_from_options(options, **overrides)
+        settings = helpers.get_settings(**{**options, **overrides})
         if settings.profile == "tiny" and settings.model_name != TINY_MODEL:
             if given.get("profile") == "tiny":
                 parser.error(f"argument --profile: tiny is the offline 2-layer model's; the model "
                              f"{settings.model_name} trains with the recipe's settings: leave --profile out")
-            options.profile = "full"  # a named model: never the tiny profile's lr, sizes or data
-            settings = settings_from_options(options, **overrides)
+            options["profile"] = "full"  # a named model: never the tiny profile's lr, sizes or data
+            settings = helpers.get_settings(**{**options, **overrides})
         return settings
     except ValueError as error:
         parser.error(str(error))

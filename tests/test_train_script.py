@@ -28,9 +28,9 @@ import helpers
 from support.data_files import read_table
 from support.imdb import synthetic_reviews
 
+import train
+
 REPO = Path(helpers.__file__).resolve().parent
-sys.path.insert(0, str(REPO))
-import train  # noqa: E402
 
 N_TRAIN, N_VALIDATION, N_TEST, EPOCHS, SAVE_STEPS = 120, 40, 40, 2, 3
 NAMES = ["negative", "positive"]
