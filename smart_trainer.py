@@ -125,7 +125,8 @@ class SmartBatchingTrainer(transformers.Trainer):
     batches and, on a CPU, the same losses step for step, given the same optimizer: optim=
     "adamw_torch" (the Trainer's default is fused AdamW, which rounds differently; fine_tune uses
     fused AdamW on a GPU only), learning_rate, adam_epsilon, weight_decay, lr_scheduler_type=
-    "linear", warmup_steps, max_grad_norm and seed as in the settings. What differs: the Trainer
+    "linear", warmup_steps, max_grad_norm and seed as in the settings; with a budget, fine_tune's
+    sampler evened out over the epochs too (SmartBatchSampler.even_out). What differs: the Trainer
     applies weight decay to neither biases nor LayerNorm weights (no matter at the recipe's 0.0),
     and on a GPU it runs mixed precision through Accelerate.
     """

@@ -69,7 +69,8 @@ def check_labels(labels, n: int, num_labels: int | None = None, what: str = "seq
         bad = [v for v in dict.fromkeys(values.tolist())
                if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
         if bad or values.dtype == bool:
-            raise ValueError(f"labels must be integer class ids 0, 1, ...; found {(bad or values.tolist())[:5]}")
+            raise ValueError("labels must be integer class ids 0, 1, ...; "
+                             f"found {(bad or values.tolist())[:5]}")
     values = values.astype(np.int64)
     negative = sorted(set(values[values < 0].tolist()))
     if negative:
@@ -83,5 +84,6 @@ def check_labels(labels, n: int, num_labels: int | None = None, what: str = "seq
                              f"found {too_big[:5]}")
     classes = int(num_labels or values.max() + 1)
     if classes < 2:
-        raise ValueError(f"labels must hold at least two classes (0 and 1); found only {sorted(set(values.tolist()))}")
+        raise ValueError("labels must hold at least two classes (0 and 1); "
+                         f"found only {sorted(set(values.tolist()))}")
     return classes

@@ -3,6 +3,7 @@ column-wise; columns the model does not take dropped), sentence pairs (token_typ
 passed on), regression and multi-label targets (kept as floats), DataCollatorWithPadding as the
 collator. Tiny model, CPU, a few hundred short rows.
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,7 +118,8 @@ def test_text_pairs_tokenize_with_their_token_type_ids(tiny_tokenizer, pairs):
 
 
 @pytest.mark.parametrize("collator", ["PadCollator", "DataCollatorWithPadding"])
-def test_a_sentence_pair_task_gives_the_model_padded_token_type_ids(tiny_tokenizer, pairs, tmp_path, collator):
+def test_a_sentence_pair_task_gives_the_model_padded_token_type_ids(tiny_tokenizer, pairs, tmp_path,
+                                                                   collator):
     first, second, labels = pairs
     encoded = helpers.tokenize_without_padding(first, tiny_tokenizer, 60, text_pairs=second)
     train = helpers.TokenizedDataset(encoded, labels)
@@ -168,6 +170,6 @@ def test_pad_collator_keeps_multi_hot_labels_extra_per_token_keys_and_the_index(
 def test_the_lengths_benchmark_runs_and_prints_its_time():
     run = subprocess.run([sys.executable, "-m", "benchmarks.dataset_lengths", "--rows", "500"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-3000:]
     assert "500 rows" in run.stdout and "lengths in" in run.stdout

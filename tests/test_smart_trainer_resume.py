@@ -153,6 +153,6 @@ def test_the_epoch_a_resumed_run_starts_in_comes_from_the_steps_done(data, tmp_p
     loader = trainer.get_train_dataloader()
     assert any(isinstance(c, smart_trainer.SamplerEpoch) for c in trainer.callback_handler.callbacks)
     for steps_done, epoch in ((0, 0), (11, 1), (18, 2)):
-        smart_trainer.SamplerEpoch().on_epoch_begin(trainer.args, transformers.TrainerState(global_step=steps_done),
-                                                    None, train_dataloader=loader)
+        state = transformers.TrainerState(global_step=steps_done)
+        smart_trainer.SamplerEpoch().on_epoch_begin(trainer.args, state, None, train_dataloader=loader)
         assert loader.batch_sampler.epoch == epoch
