@@ -4,6 +4,7 @@ environment: profiles (full / tiny), SMART_BATCHING_* variables, the device, out
 imdb:        IMDB from tfds, the official archive or a local copy; synthetic reviews; subsets.
 models:      the tokenizer and the model (pretrained, tiny, or bert-base's shape at random).
 memory:      peak memory of the process or the GPU, per phase.
+lengths:     every sequence's token count in a dataset (a datasets.Dataset column-wise), once.
 
 Nothing here imports helpers: helpers imports from here, never the other way round.
 """

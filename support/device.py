@@ -29,14 +29,12 @@ def get_device(verbose: bool = True) -> torch.device:
 
 # Attention backends the loops allow for PyTorch's scaled_dot_product_attention, which BERT uses.
 # cuDNN attention is left out on purpose: it builds an execution plan for every new input shape,
-# and on an H100 (torch 2.11) a training step at a batch width seen for the first time took 494 ms
-# against 46 ms at a known width. PyTorch tries it first on compute capability 9.x / 10.x GPUs
-# (H100, H200: sm90; B200: sm100) when the cuDNN it runs with is newer than 9.15 (sdp_utils.cpp,
-# torch 2.10 on; torch 2.9 did when built with cuDNN >= 9.9). The PyPI wheels of torch 2.10 bundle
-# cuDNN 9.10 (not preferred), those of 2.11 cuDNN 9.19 (preferred). Smart batching meets a new
-# width at most steps of a small subset, and on all of IMDB up to one per distinct length (at most
-# 388: 13 to 400 tokens) in an epoch of 1,563 steps. Flash and memory-efficient attention have no
-# per-shape set-up; math is the fallback that always works, and what a CPU training step runs
+# so a training step at a batch width seen for the first time costs many times a step at a known
+# width (benchmarks/gpu_check.py measures it; the records are in docs/). PyTorch tries it first on
+# recent data-centre GPUs (compute capability 9.x / 10.x) when the cuDNN it runs with is new
+# enough (see sdp_utils.cpp), and smart batching meets a new width at most of a small subset's
+# steps, and on all of IMDB once per distinct length. Flash and memory-efficient attention have
+# no per-shape set-up; math is the fallback that always works, and what a CPU training step runs
 # (the CPU's flash kernel refuses dropout > 0).
 ATTENTION_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 

@@ -64,14 +64,16 @@ def train_tiny_tokenizer(vocab_size: int = TINY_BERT["vocab_size"], seed: int = 
     vocab = vocab[:vocab_size]
     tokenizer = Tokenizer(models.WordPiece({token: i for i, token in enumerate(vocab)},
                                            unk_token="[UNK]"))
-    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", vocab.index("[CLS]")), ("[SEP]", vocab.index("[SEP]"))])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
         sep_token="[SEP]", mask_token="[MASK]",
-        model_max_length=TINY_BERT["max_position_embeddings"])
+        model_max_length=TINY_BERT["max_position_embeddings"],
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"])  # BERT's: pairs get types
 
 
 def model_config(settings, num_labels: int = 2):

@@ -245,3 +245,28 @@ def test_one_sequence_batches_that_cannot_be_dealt_evenly_are_an_error():
     # the same with drop_last drops the odd batch instead
     dropping = helpers.SmartBatchSampler([4] * 9, 1, num_replicas=2, rank=0, drop_last=True)
     assert len(dropping) == 4
+
+
+@FEW
+@given(lengths=st.lists(st.integers(1, 50), min_size=40, max_size=200).map(np.array),
+       num_replicas=st.integers(1, 3), budget_factor=st.integers(2, 8), seed=st.integers(0, 2**31),
+       epochs=st.integers(1, 5))
+def test_even_out_gives_every_epoch_the_most_batches_within_the_budget(lengths, num_replicas,
+                                                                      budget_factor, seed, epochs):
+    max_tokens = int(lengths.max()) * budget_factor
+    samplers = [helpers.SmartBatchSampler(lengths, None, max_tokens=max_tokens, seed=seed,
+                                          num_replicas=num_replicas, rank=rank)
+                for rank in range(num_replicas)]
+    drawn = []
+    for epoch in range(epochs):
+        samplers[0].set_epoch(epoch)
+        drawn.append(len(samplers[0]))
+    counts = {sampler.even_out(epochs) for sampler in samplers}
+    assert counts == {max(drawn)}  # the most any epoch drew, the same on every rank
+    for epoch in range(epochs):
+        for sampler in samplers:
+            sampler.set_epoch(epoch)
+        ranks = [list(sampler) for sampler in samplers]
+        assert all(len(batches) == max(drawn) for batches in ranks)
+        assert sorted(i for batches in ranks for b in batches for i in b) == list(range(len(lengths)))
+        assert all(len(b) * lengths[b].max() <= max_tokens for batches in ranks for b in batches)

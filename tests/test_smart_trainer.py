@@ -67,9 +67,11 @@ def train(settings, dataset, tmp_path, max_tokens=None, **overrides):
 
 
 def sampler_batches(settings, dataset, max_tokens=None):
-    """batches_for_epoch for helpers.fine_tune: the sampler's batches of that epoch, as tensors."""
+    """batches_for_epoch for helpers.fine_tune: the sampler's batches of that epoch, as tensors,
+    every epoch evened out to the same count as the Trainer's."""
     sampler = helpers.SmartBatchSampler(dataset.lengths, None if max_tokens else settings.batch_size,
                                         max_tokens=max_tokens, seed=settings.seed)
+    sampler.even_out(settings.epochs)
 
     def batches_for_epoch(epoch):
         sampler.set_epoch(epoch)
@@ -114,13 +116,16 @@ def test_per_step_losses_match_our_own_loop(batch_size_run, settings, data):
 
 
 def test_a_token_budget_gives_each_epoch_its_own_batches_and_our_losses(settings, data, tmp_path):
-    # 96 reviews at 1,000 tokens: 9, 9 and 8 batches in epochs 1-3 (seed 321). The loader reports
-    # the most (9); the third epoch's last step stays empty, and nothing is lost or repeated.
+    # 96 reviews at 1,000 tokens: 9, 9 and 8 batches in epochs 1-3 (seed 321) as drawn; evened
+    # out, the third epoch's largest batch is split in two, so every epoch has 9.
     settings = helpers.get_settings("tiny", epochs=3)
     budget = 1000
+    drawn = helpers.SmartBatchSampler(data[0].lengths, None, max_tokens=budget, seed=settings.seed)
+    drawn.set_epoch(2)
+    assert len(drawn) == 8
     batches_for_epoch = sampler_batches(settings, data[0], budget)
     epochs = [batches_for_epoch(epoch) for epoch in range(settings.epochs)]
-    assert [len(e) for e in epochs] == [9, 9, 8]
+    assert [len(e) for e in epochs] == [9, 9, 9]
     trainer = train(settings, data[0], tmp_path, max_tokens=budget, remove_unused_columns=False)
     assert_trained_on(trainer, epochs)  # the index key stays out without remove_unused_columns too
     for batches in epochs:
@@ -128,7 +133,8 @@ def test_a_token_budget_gives_each_epoch_its_own_batches_and_our_losses(settings
         assert all(b["input_ids"].numel() <= budget for b in batches)
     history = helpers.fine_tune(helpers.load_model(settings), batches_for_epoch, settings, CPU, amp=False,
                                 verbose=False)
-    # The first epoch has the most batches, so both schedules run over 27 steps: same losses.
+    # Both schedules run over 27 steps: same losses.
+    assert trainer.state.global_step == trainer.state.max_steps == 27
     np.testing.assert_allclose([loss for _, loss in trainer.steps],
                                [loss for epoch in history for loss in epoch["losses"]], rtol=0, atol=1e-6)
 
@@ -165,18 +171,25 @@ def test_predict_gives_predictions_in_the_datasets_order(batch_size_run, data):
     np.testing.assert_allclose(output.predictions, ours["logits"].numpy(), atol=1e-5)
 
 
-def test_set_ups_it_cannot_honour_are_refused(settings, data, tmp_path):
-    def make(max_tokens=None, **overrides):
+def test_set_ups_it_cannot_honour_are_refused_by_name(settings, data, tmp_path):
+    def make(max_tokens=None, collator=helpers.PadCollator(0), **overrides):
         return smart_trainer.SmartBatchingTrainer(
             model=helpers.load_model(settings), args=trainer_args(settings, tmp_path, **overrides),
-            train_dataset=data[0], data_collator=helpers.PadCollator(0), max_tokens=max_tokens)
+            train_dataset=data[0], data_collator=collator, max_tokens=max_tokens)
 
-    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
-        make(max_tokens=1000, gradient_accumulation_steps=2)
     names = {field.name for field in dataclasses.fields(transformers.TrainingArguments)}
-    with pytest.raises(ValueError, match="group_by_length"):  # transformers 5.24 / earlier 5.x spelling
-        make(**(dict(train_sampling_strategy="group_by_length") if "train_sampling_strategy" in names
-                else dict(group_by_length=True)))
+    for strategy in ("group_by_length", "sequential"):  # the 5.x spellings, old and new
+        if "train_sampling_strategy" not in names and strategy == "sequential":
+            continue
+        with pytest.raises(ValueError, match="train_sampling_strategy"):
+            make(**(dict(train_sampling_strategy=strategy) if "train_sampling_strategy" in names
+                    else dict(group_by_length=True)))
+    with pytest.raises(ValueError, match="dataloader_drop_last"):
+        make(dataloader_drop_last=True)
+    with pytest.raises(ValueError, match="auto_find_batch_size"):
+        make(max_tokens=1000, auto_find_batch_size=True)
+    with pytest.raises(ValueError, match="collator that pads"):
+        make(collator=None)
     with pytest.raises(ValueError, match="max_tokens"):
         make(max_tokens=0)
     with pytest.raises(ValueError, match="more than the max_tokens budget"):
