@@ -152,7 +152,7 @@ IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 
 def repository():
     setup = cells(NOTEBOOKS[0], "code")[0]
-    return re.search(r'"SMART_BATCHING_REPO", "([\w.-]+/[\w.-]+)"', setup)[1]
+    return re.search(r"github\.com/([\w-]+/[\w-]+(?:\.(?!git\b)[\w-]+)*)", setup)[1]
 
 
 def image_file(address: str, base: Path) -> Path | None:
