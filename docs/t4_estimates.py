@@ -20,7 +20,7 @@ counts come from the recorded runs (docs/benchmark/results.json for 2,000-review
 count below. Each notebook's work is counted as the notebook does it: notebook 04 evaluates both of
 its models on the same smart (length-sorted) test batches. What it leaves out: loading and tokenizing (minutes on Colab's CPU, said
 separately in each notebook), model downloads, and the per-step overhead that can dominate a fast
-GPU at batch size 16 (the README's "On a GPU").
+GPU at batch size 16 (docs/gpu.md).
 
     python docs/t4_estimates.py                              # writes docs/t4_estimates.json
     python docs/t4_estimates.py --count ARCHIVE TOKENIZER    # recounts the test split's tokens
