@@ -1,7 +1,7 @@
 """The recorded runs' figures, by name, for the text that quotes them.
 
-A number from a recorded run, written in README.md, docs/*.md or a notebook's markdown, carries a marker
-right after it that names where it comes from and how it is formatted:
+A number from a recorded run, written in README.md, docs/*.md or a notebook's markdown, carries a
+marker right after it that names where it comes from and how it is formatted:
 
     smart batching trained **1.52x**<!-- fig: benchmark/results.json smart.train_speedup .2f --> faster
 
