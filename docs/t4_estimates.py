@@ -18,9 +18,9 @@ so evaluated tokens count a third. A notebook's estimate is its tokens over thos
 counts come from the recorded runs (docs/benchmark/results.json for 2,000-review subsets, notebook
 03's run in docs/figures/recorded_runs.json for all 25,000 training reviews) and the test split's
 count below. Each notebook's work is counted as the notebook does it: notebook 04 evaluates both of
-its models on the same smart (length-sorted) test batches. What it leaves out: loading and tokenizing (minutes on Colab's CPU, said
-separately in each notebook), model downloads, and the per-step overhead that can dominate a fast
-GPU at batch size 16 (docs/gpu.md).
+its models on the same smart (length-sorted) test batches. What it leaves out: loading and
+tokenizing (minutes on Colab's CPU, said separately in each notebook), model downloads, and the
+per-step overhead that can dominate a fast GPU at batch size 16 (docs/gpu.md).
 
     python docs/t4_estimates.py                              # writes docs/t4_estimates.json
     python docs/t4_estimates.py --count ARCHIVE TOKENIZER    # recounts the test split's tokens
