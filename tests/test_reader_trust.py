@@ -308,3 +308,16 @@ def test_the_results_benchmark_table_is_the_recorded_one():
             f"{s['eval_seconds']:,.1f} s", f"{s['eval_speedup']:.2f}", f"{s['peak_mem_mb']:,.0f} MiB",
             f"{s['accuracy']:.3f}"]
         assert row[1:] == expected, f"docs/results.md row {row[0]!r} differs from results.json's {s['name']}"
+
+
+# ---- the README as the front door ---------------------------------------------------------------------
+
+def test_the_readme_is_a_front_door():
+    """At most 250 lines, with every notebook's Colab badge on the first screen (its first 40 lines):
+    results, investigations and the GPU story live in docs/, which the README links."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; move detail to docs/"
+    badges = [line for line in lines[:40] if "colab.research.google.com/github/" in line]
+    assert len(badges) == len(NOTEBOOKS), f"{len(badges)} Colab badges in README.md's first 40 lines"
+    for page in ("docs/results.md", "docs/gpu.md"):
+        assert f"]({page})" in "\n".join(lines), f"README.md does not link {page}"
