@@ -1,4 +1,4 @@
-"""Profiles, environment variables, the device and where outputs go.
+"""Profiles, environment variables and where outputs go.
 
 Two profiles share every line of code:
 
@@ -33,7 +33,7 @@ from support.models import TINY_MODEL
 ENV_PREFIX = "SMART_BATCHING_"
 
 # The tiny profile: small enough that all notebooks run in a few minutes on 2 CPU cores, big
-# enough that the model visibly learns (0.9+ test accuracy). A model trained from scratch needs
+# enough that the model visibly learns (notebook 04 checks its test accuracy is well above chance). A model trained from scratch needs
 # a larger learning rate than fine-tuning a pretrained one, hence 2e-3 and 3 epochs, and a short
 # warm-up (15 of its 150 steps): without one, some seeds sit at chance for two epochs.
 TINY_PROFILE = dict(
