@@ -87,6 +87,34 @@ def test_readme_badges_and_fork_instructions_name_the_set_up_cells_repository():
         "README.md should show the sed with which a fork points the notebooks at itself"
 
 
+def run_set_up_cell_with_a_recording_ipython(cwd, colab=None) -> list:
+    """The set-up cell as IPython turns it into Python, run with a get_ipython() that records the
+    magics it is asked to run instead of running them; returns those (magic, line) pairs."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    program = ("import json\ncalls = []\nclass Recorder:\n"
+               "    def run_line_magic(self, name, line):\n        calls.append((name, line))\n"
+               "get_ipython = Recorder\n" + TransformerManager().transform_cell(SETUP_CELL) +
+               "\nprint(json.dumps(calls))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (colab, ROOT) if p)
+    result = subprocess.run([sys.executable, "-c", program], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_in_a_clone_the_set_up_cell_installs_nothing_and_in_colab_only_the_project(tmp_path):
+    assert run_set_up_cell_with_a_recording_ipython(tmp_path) == []  # helpers importable: a clone
+    colab = tmp_path / "colab"
+    (colab / "google" / "colab").mkdir(parents=True)
+    (colab / "google" / "colab" / "__init__.py").write_text("")
+    (colab / "sitecustomize.py").write_text("import google.colab\n")
+    calls = run_set_up_cell_with_a_recording_ipython(tmp_path, colab)
+    assert [name for name, _ in calls] == ["pip"], calls
+    assert f"git+https://github.com/{repo_in_setup_cell()}" in calls[0][1]
+
+
 # ---- whole notebooks, run the way Colab runs them -------------------------------------------------
 
 @pytest.fixture(scope="module")
