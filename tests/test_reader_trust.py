@@ -220,8 +220,8 @@ BOUNDS = {
     "about": lambda v, d: abs(v - d) <= 0.15 * abs(d), "around": lambda v, d: abs(v - d) <= 0.15 * abs(d),
     "nearly": lambda v, d: d * 0.85 <= v <= d, "almost": lambda v, d: d * 0.85 <= v <= d,
 }
-BOUNDED = re.compile(rf"\b({'|'.join(BOUNDS)})\s+~?\s*([\d,]*\.?\d+)\s*(%|x|×)?\s*(?:s|min|MiB|GiB)?\s*$",
-                     re.I)
+NUMBER = r"([\d,]*\.?\d+(?:e[-+]?\d+)?)"  # 2, 4,293, 0.38, 1.2e-07
+BOUNDED = re.compile(rf"\b({'|'.join(BOUNDS)})\s+~?\s*{NUMBER}\s*(%|x|×)?\s*(?:s|min|MiB|GiB)?\s*$", re.I)
 
 
 def bound_broken(before: str, value, spec: str) -> str | None:
@@ -251,6 +251,7 @@ def test_the_bound_guard_would_catch_a_rounded_bound():
     assert bound_broken("up to 2.4", 2.425, ".1f")  # rounds to what is written, but is not within it
     assert bound_broken("up to 2.5", 2.425, ".1f") is None
     assert bound_broken("under 2.5", 2.43, ".1f") is None and bound_broken("took 2", 2.43, ".0f") is None
+    assert bound_broken("by at most 1.2e-07", 1.3e-07, ".1e") and not bound_broken("at most 1.2e-07", 1.2e-07, ".1e")
 
 
 MACHINE = re.compile(r"\b(?:Intel\s+Xeon|AMD\s+EPYC|Xeon|EPYC)\b")
