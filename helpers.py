@@ -84,10 +84,10 @@ class Settings:
         return capped(self.train_size), capped(self.test_size)
 
 
-def get_settings(profile: str | None = None, **overrides) -> Settings:
-    """Settings for a profile ("full", "tiny" or "auto"), then SMART_BATCHING_* environment
-    variables, then keyword overrides (last wins). See support/environment.py."""
-    values = {**profile_values(profile), **environment_overrides(), **overrides}
+def get_settings(profile: str | None = None, trains: bool = True, **overrides) -> Settings:
+    """Settings for a profile ("full", "tiny" or "auto"; trains=False: "auto" is "full" on a CPU
+    too), then SMART_BATCHING_* variables, then keyword overrides (last wins). support/environment.py"""
+    values = {**profile_values(profile, trains), **environment_overrides(), **overrides}
     unknown = set(values) - {f.name for f in dataclasses.fields(Settings)}
     if unknown:
         raise ValueError(f"unknown setting(s): {sorted(unknown)}")

@@ -1,7 +1,7 @@
 """The recorded runs' figures, by name, for the text that quotes them.
 
-A number from a recorded run, written in README.md or a notebook's markdown, carries a marker
-right after it that names where it comes from and how it is formatted:
+A number from a recorded run, written in README.md, docs/*.md or a notebook's markdown, carries a
+marker right after it that names where it comes from and how it is formatted:
 
     smart batching trained **1.52x**<!-- fig: benchmark/results.json smart.train_speedup .2f --> faster
 
@@ -17,19 +17,34 @@ fixed padding's), tokens_ratio (fixed padding's tokens / theirs) and, where the 
 epoch times, predicted_speedup and measured_over_predicted (the full epoch's seconds / the
 predicted), and train_counters.cpu_over_wall / eval_counters.cpu_over_wall (CPU seconds / wall
 seconds of a phase: how many cores it kept busy). A notebook run with "smart" and "fixed" gets
-train_speedup and tokens_ratio.
+train_speedup, tokens_ratio and tokens_saved.
+
+The machine is quoted from its record too: metadata.machine.cpu_name ("Intel Xeon", "AMD EPYC":
+the cpu field without "(R)" and "Processor") for a benchmark record, runs.<name>.cpu_name for a
+notebook's recorded run, formatted with "s":
+
+    on a 2-core AMD EPYC<!-- fig: benchmark/results.json metadata.machine.cpu_name s --> CPU
 """
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 
 
+def cpu_name(cpu: str) -> str:
+    """A CPU as the text names it: 'Intel(R) Xeon(R) Processor' -> 'Intel Xeon'."""
+    return " ".join(re.sub(r"\((?:R|TM)\)|\bProcessor\b|\bCPU\b", " ", cpu).split())
+
+
 def load(relative: str) -> dict:
     record = json.loads((DOCS / relative).read_text(encoding="utf-8"))
+    machine = (record.get("metadata") or {}).get("machine") or {}
+    if machine.get("cpu"):
+        machine["cpu_name"] = cpu_name(machine["cpu"])
     for strategy in record.get("strategies", []):
         ratios = strategy.get("ratios") or {}
         if ratios.get("train_seconds"):
@@ -53,11 +68,14 @@ def load(relative: str) -> dict:
             if counters.get("cpu_seconds") and counters.get("wall_seconds"):
                 counters["cpu_over_wall"] = counters["cpu_seconds"] / counters["wall_seconds"]
     for run in record.get("runs", []):  # a notebook run that compared smart batching with fixed padding
+        if run.get("cpu"):
+            run["cpu_name"] = cpu_name(run["cpu"])
         smart, fixed = run.get("smart", {}), run.get("fixed", {})
         if smart.get("train_seconds") and fixed.get("train_seconds"):
             run["train_speedup"] = fixed["train_seconds"] / smart["train_seconds"]
         if smart.get("processed_tokens") and fixed.get("processed_tokens"):
             run["tokens_ratio"] = fixed["processed_tokens"] / smart["processed_tokens"]
+            run["tokens_saved"] = 1 - smart["processed_tokens"] / fixed["processed_tokens"]
     return record
 
 
@@ -65,8 +83,9 @@ def lookup(relative: str, path: str):
     """The value at a dotted path in docs/<relative>; a list is indexed by its items' "name"."""
     value = load(relative)
     for key in path.split("."):
-        if isinstance(value, list) and key.isdigit() and not any(isinstance(v, dict) for v in value):
-            value = value[int(key)]  # a list of numbers: by position
+        if isinstance(value, list) and key.isdigit() and not any(isinstance(v, dict) and "name" in v
+                                                                  for v in value):
+            value = value[int(key)]  # a list of numbers, or of unnamed records: by position
         elif isinstance(value, list):
             matches = [item for item in value if isinstance(item, dict) and item.get("name") == key]
             if len(matches) != 1:
@@ -80,7 +99,7 @@ def lookup(relative: str, path: str):
 
 
 def quotable(value, prefix=""):
-    """(name, value) for every number in a record, depth first."""
+    """(name, value) for every number in a record, and its machine's cpu_name, depth first."""
     if isinstance(value, dict):
         for key, item in value.items():
             yield from quotable(item, f"{prefix}.{key}" if prefix else key)
@@ -88,7 +107,7 @@ def quotable(value, prefix=""):
         for i, item in enumerate(value):
             key = item.get("name", str(i)) if isinstance(item, dict) else str(i)
             yield from quotable(item, f"{prefix}.{key}" if prefix else key)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    elif (isinstance(value, (int, float)) and not isinstance(value, bool)) or prefix.endswith("cpu_name"):
         yield prefix, value
 
 

@@ -15,10 +15,12 @@ well it uses its tensor cores, which we have not measured, so we give a range:
 
 An evaluation step (forward only) costs about a third of a training step (forward and backward),
 so evaluated tokens count a third. A notebook's estimate is its tokens over those two speeds. Token
-counts come from the recorded runs (docs/benchmark/results.json for 2,000-review subsets) and the
-primer (all 25,000). What it leaves out: loading and tokenizing (minutes on Colab's CPU, said
-separately in each notebook), model downloads, and the per-step overhead that can dominate a fast
-GPU at batch size 16 (the README's "On a GPU").
+counts come from the recorded runs (docs/benchmark/results.json for 2,000-review subsets, notebook
+03's run in docs/figures/recorded_runs.json for all 25,000 training reviews) and the test split's
+count below. Each notebook's work is counted as the notebook does it: notebook 04 evaluates both of
+its models on the same smart (length-sorted) test batches. What it leaves out: loading and
+tokenizing (minutes on Colab's CPU, said separately in each notebook), model downloads, and the
+per-step overhead that can dominate a fast GPU at batch size 16 (docs/gpu.md).
 
     python docs/t4_estimates.py                              # writes docs/t4_estimates.json
     python docs/t4_estimates.py --count ARCHIVE TOKENIZER    # recounts the test split's tokens
@@ -36,9 +38,9 @@ K80_TFLOPS = 8.74 / 2  # one GK210 die of the two on a K80 board, boost clock (f
 T4_FP32_TFLOPS = 8.1
 T4_FP16_TFLOPS = 65.0  # tensor cores
 EVAL_COST = 1 / 3  # forward only, against forward + backward
-FIXED_TOKENS_ALL = 10_000_000  # 25,000 reviews x 400: fixed padding's epoch
+STEP_MEMORY_STEPS = 11  # notebook 06's single steps: a warm-up, 3 costliest batches, 2 fresh-AdamW, 5 budgets
 # Smart batching's evaluation of all 25,000 test reviews in length order, max_len 400, batch 16:
-# counted on 2026-12-02 with `python docs/t4_estimates.py --count ARCHIVE TOKENIZER` (the official
+# counted with `python docs/t4_estimates.py --count ARCHIVE TOKENIZER` (the official
 # aclImdb archive, the bert-base-uncased tokenizer): 6,281,195 real tokens, 6,284,016 processed.
 SORTED_EVAL_TOKENS_ALL_TEST = 6_284_016
 
@@ -66,16 +68,19 @@ def workloads() -> list[dict]:
     """(training tokens, evaluated tokens) of each notebook's GPU work in the full profile."""
     bench = json.loads((DOCS / "benchmark" / "results.json").read_text(encoding="utf-8"))
     by_name = {s["name"]: s for s in bench["strategies"]}
+    runs = json.loads((DOCS / "figures" / "recorded_runs.json").read_text(encoding="utf-8"))["runs"]
+    all_train = next(run for run in runs if run["name"] == "03")  # notebook 03: all 25,000 reviews
     smart_2000, smart_eval_2000 = by_name["smart"]["processed_tokens"], by_name["smart"]["eval_processed_tokens"]
     return [
         dict(name="04", what="bert-base trained with smart batching and with fixed padding on all 25,000 "
-             "reviews, evaluated twice on 25,000",
-             train_tokens=K80_TOKENS + FIXED_TOKENS_ALL, eval_tokens=SORTED_EVAL_TOKENS_ALL_TEST + FIXED_TOKENS_ALL),
+             "reviews, both evaluated on the same smart test batches of 25,000",
+             train_tokens=all_train["smart"]["processed_tokens"] + all_train["fixed"]["processed_tokens"],
+             eval_tokens=2 * SORTED_EVAL_TOKENS_ALL_TEST),
         dict(name="05", what="four trainings and evaluations on 2,000 + 2,000 reviews (comparison_size)",
              train_tokens=4 * smart_2000, eval_tokens=4 * smart_eval_2000),
-        dict(name="06", what="one training and one evaluation on 2,000 + 2,000 reviews, single steps "
-             "for memory (about 20 of at most 16 x 400 tokens)",
-             train_tokens=smart_2000 + 20 * 6_400, eval_tokens=smart_eval_2000),
+        dict(name="06", what=f"one training and one evaluation on 2,000 + 2,000 reviews, {STEP_MEMORY_STEPS} "
+             "single steps for memory (each of at most 16 x 400 tokens)",
+             train_tokens=smart_2000 + STEP_MEMORY_STEPS * 6_400, eval_tokens=smart_eval_2000),
         dict(name="07", what="five trainings and evaluations on 2,000 + 2,000 reviews",
              train_tokens=sum(s["processed_tokens"] for s in bench["strategies"]),
              eval_tokens=sum(s["eval_processed_tokens"] for s in bench["strategies"])),
@@ -107,4 +112,4 @@ if __name__ == "__main__":
     result = estimates()
     (DOCS / "t4_estimates.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     for nb in result["notebooks"]:
-        print(f"notebook {nb['name']}: {nb['minutes_low']:.0f}-{nb['minutes_high']:.0f} min on a T4 ({nb['what']})")
+        print(f"notebook {nb['name']}: {nb['minutes_low']:.1f}-{nb['minutes_high']:.1f} min on a T4 ({nb['what']})")

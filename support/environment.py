@@ -1,4 +1,4 @@
-"""Profiles, environment variables, the device and where outputs go.
+"""Profiles, environment variables and where outputs go.
 
 Two profiles share every line of code:
 
@@ -8,7 +8,8 @@ Two profiles share every line of code:
 
 ``helpers.get_settings(profile=..., **overrides)`` picks one; headless runs use the environment
 variable ``SMART_BATCHING_PROFILE`` (``full``, ``tiny`` or ``auto``, the default: ``full`` with a
-CUDA GPU, ``tiny`` without one, a Colab CPU runtime included). Other variables:
+CUDA GPU, ``tiny`` without one; a notebook that trains no model, ``get_settings(trains=False)``,
+gets ``full`` on a CPU too, since the real reviews and tokenizer need no GPU). Other variables:
 ``SMART_BATCHING_DATA`` (``auto``, ``tfds``, ``download``, ``synthetic`` or a path to an aclImdb
 folder / ``.tar.gz``), ``SMART_BATCHING_MODEL`` (a hub name or a local folder),
 ``SMART_BATCHING_TOKENIZER`` (when it is not the model's own, e.g. for ``random-bert-base``),
@@ -19,7 +20,6 @@ folder / ``.tar.gz``), ``SMART_BATCHING_MODEL`` (a hub name or a local folder),
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import sys
@@ -33,7 +33,7 @@ from support.models import TINY_MODEL
 ENV_PREFIX = "SMART_BATCHING_"
 
 # The tiny profile: small enough that all notebooks run in a few minutes on 2 CPU cores, big
-# enough that the model visibly learns (0.9+ test accuracy). A model trained from scratch needs
+# enough that the model visibly learns (notebook 04 checks its test accuracy is well above chance). A model trained from scratch needs
 # a larger learning rate than fine-tuning a pretrained one, hence 2e-3 and 3 epochs, and a short
 # warm-up (15 of its 150 steps): without one, some seeds sit at chance for two epochs.
 TINY_PROFILE = dict(
@@ -50,21 +50,13 @@ _SIZES = ("train_size", "test_size", "comparison_size")
 
 
 def in_colab() -> bool:
-    """Whether google.colab is importable (as the set-up cell asks: it imports nothing of it)."""
-    return "google.colab" in sys.modules or bool(importlib.util.find_spec("google")
-                                                  and importlib.util.find_spec("google.colab"))
+    """Whether this runs in Colab, asked as the notebooks' set-up cell asks it."""
+    return "google.colab" in sys.modules
 
 
-# What a Colab runtime without a GPU prints when `auto` gives it the tiny profile.
-COLAB_WITHOUT_GPU = ("Profile 'tiny': this Colab runtime has no GPU, and the full recipe (bert-base on "
-                     "25,000 reviews) would take more than a day on its CPU. For the full profile choose "
-                     "Runtime > Change runtime type > a GPU (T4 is free), or pass profile=\"full\" in the "
-                     "settings cell.")
-
-
-def resolve_profile(profile: str | None = None) -> str:
-    """'full' or 'tiny': `profile`, else $SMART_BATCHING_PROFILE, else 'auto', which means full
-    with a CUDA GPU and tiny without one (a Colab runtime without a GPU says so)."""
+def resolve_profile(profile: str | None = None, trains: bool = True) -> str:
+    """'full' or 'tiny': `profile`, else $SMART_BATCHING_PROFILE, else 'auto' (see `auto_profile`,
+    whose reason is printed: the reader sees what was chosen and why)."""
     from_env = not profile and bool(os.environ.get(ENV_PREFIX + "PROFILE"))
     requested = profile or os.environ.get(ENV_PREFIX + "PROFILE") or "auto"
     profile = str(requested).lower()
@@ -73,15 +65,31 @@ def resolve_profile(profile: str | None = None) -> str:
             raise ValueError(f"{ENV_PREFIX}PROFILE={requested!r}: expected 'full', 'tiny' or 'auto'")
         raise ValueError(f"unknown profile {requested!r}: use 'full', 'tiny' or 'auto'")
     if profile == "auto":
-        profile = "full" if torch.cuda.is_available() else "tiny"
-        if profile == "tiny" and in_colab():
-            print(COLAB_WITHOUT_GPU)
+        profile, why = auto_profile(trains)
+        print(why)
     return profile
 
 
-def profile_values(profile: str | None = None) -> dict:
+def auto_profile(trains: bool = True) -> tuple[str, str]:
+    """What 'auto' means here, and a sentence saying why: 'full' with a CUDA GPU, or on a CPU where
+    nothing is trained (loading and tokenizing the real reviews needs no GPU); else 'tiny', since
+    the recipe's training (bert-base on 25,000 reviews) would take more than a day on a CPU."""
+    if torch.cuda.is_available():
+        return "full", "Profile 'full' (auto): there is a CUDA GPU, so the recipe itself runs."
+    if not trains:
+        return "full", ("Profile 'full' (auto): there is no GPU, but this notebook trains no model, so "
+                        "it reads the real IMDB reviews on the CPU. For generated ones, offline: "
+                        "profile=\"tiny\" in the settings cell.")
+    where = "this Colab runtime has" if in_colab() else "this machine has"
+    return "tiny", (f"Profile 'tiny' (auto): {where} no GPU, and the full recipe (bert-base on 25,000 "
+                    "reviews) would take more than a day on its CPU. For the full profile choose a GPU "
+                    "(in Colab: Runtime > Change runtime type; a T4 is free), or pass "
+                    "profile=\"full\" in the settings cell.")
+
+
+def profile_values(profile: str | None = None, trains: bool = True) -> dict:
     """The profile (resolved, see `resolve_profile`) and the settings it changes from the recipe's."""
-    profile = resolve_profile(profile)
+    profile = resolve_profile(profile, trains)
     return dict(profile=profile, **(TINY_PROFILE if profile == "tiny" else {}))
 
 
@@ -122,8 +130,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def output_dir(*parts: str) -> Path:
-    """outputs/<parts> in the repository's folder (or $SMART_BATCHING_OUTPUT), created on demand."""
-    root = Path(os.environ.get(ENV_PREFIX + "OUTPUT") or REPO_ROOT / "outputs")
+    """outputs/<parts>, created on demand: in a clone (an editable install included) in the
+    repository's folder; where the package is installed (Colab's site-packages), in the working
+    folder; $SMART_BATCHING_OUTPUT wins over both."""
+    base = REPO_ROOT if (REPO_ROOT / "pyproject.toml").exists() else Path.cwd()
+    root = Path(os.environ.get(ENV_PREFIX + "OUTPUT") or base / "outputs")
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -90,8 +90,8 @@ def _load_tfds(split):
     import tensorflow as tf
 
     # TensorFlow only reads the data here, but when it starts it reserves nearly all the memory of
-    # every GPU it sees, which leaves PyTorch little to train with on the same GPU (issue 12). So
-    # hide the GPUs from TensorFlow before tfds.load starts it. If TensorFlow is already running
+    # every GPU it sees, which leaves PyTorch little to train with on the same GPU. So hide the
+    # GPUs from TensorFlow before tfds.load starts it. If TensorFlow is already running
     # with a GPU (something earlier in this process used it), the list can't change any more
     # (RuntimeError): load anyway, since the data is the same either way.
     try:
@@ -214,9 +214,10 @@ def synthetic_reviews(n: int, seed: int = 0, median_words: float = 60.0,
     """`n` movie-review-like texts and balanced 0/1 labels, deterministic by seed.
 
     Word counts are log-normal with a long right tail (a few words to several hundred), shaped like
-    IMDB's but about 3x shorter, so that the tiny profile's max_len of 128 truncates a similar
-    share (~15 %) as max_len 400 does on IMDB (23 %), and batching behaves as on real reviews. About `sentiment_rate` of the words are sentiment
-    words, 85 % of them matching the label: a signal a small model learns within an epoch or two.
+    IMDB's but about 3x shorter, so that the tiny profile's max_len of 128 cuts a share of them
+    like the share max_len 400 cuts on IMDB, and batching behaves as on real reviews. About
+    `sentiment_rate` of the words are sentiment words, 85 % of them matching the label: a signal
+    a small model learns within an epoch or two.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

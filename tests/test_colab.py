@@ -1,19 +1,20 @@
-"""The Colab path, offline: the notebooks' set-up cell fetches helpers.py from where the project
-lives, and a notebook runs to its end in a runtime that has nothing but the notebook.
+"""The Colab path, offline: the set-up cell installs the project with pip from the repository it
+names, and a notebook runs to its end from an empty folder, with nothing but the notebook.
 
-A stand-in `google.colab` module (a folder on PYTHONPATH) makes the set-up cell take its Colab
-branch; a small HTTP server on 127.0.0.1 serves the repository in place of GitHub
-(SMART_BATCHING_REPO_RAW points at it); SMART_BATCHING_COLAB_PIP='' skips the pip install.
+Three stand-ins make that work without the network. A copy of the working tree, committed into a
+git repository under a temporary folder, stands in for GitHub: the copied notebook's install line
+is pointed at it the way a fork points the notebooks at itself (the README's sed). A virtual
+environment that sees this machine's packages stands in for the Colab runtime (pip finds every
+dependency installed, and PIP_NO_INDEX keeps it off any index). A `google.colab` module, imported
+at start-up by a sitecustomize beside it, makes the set-up cell take its Colab branch.
 """
-import functools
-import http.server
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
+import tarfile
+import tomllib
 from pathlib import Path
 
 import nbformat
@@ -22,6 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 README = ROOT / "README.md"
+GITHUB = re.compile(r"git\+https://github\.com/([\w.-]+/[\w.-]+)")
 
 
 def code_sources(path):
@@ -33,89 +35,47 @@ SETUP_CELL = code_sources(NOTEBOOKS[0])[0]
 
 
 def repo_in_setup_cell() -> str:
-    """The GitHub owner/name the set-up cell fetches from by default: the one place it is named."""
-    match = re.search(r'os\.environ\.get\("SMART_BATCHING_REPO", "([\w.-]+/[\w.-]+)"\)', SETUP_CELL)
-    assert match, "the set-up cell should read SMART_BATCHING_REPO with an owner/name default"
-    return match[1]
+    """The GitHub owner/name the set-up cell installs from: the one place it is named."""
+    found = GITHUB.findall(SETUP_CELL)
+    assert len(found) == 1, "the set-up cell should install from one git+https://github.com/owner/name"
+    return found[0]
 
 
-REQUESTS = []  # (path, status) of every request the test server answered
+# ---- the set-up cell as a reader meets it -------------------------------------------------------
+
+def test_the_set_up_cell_is_short_plain_and_installs_the_project_only():
+    lines = SETUP_CELL.rstrip("\n").split("\n")
+    assert len(lines) <= 6, f"the set-up cell has {len(lines)} lines"
+    long = [line for line in lines if len(line) > 100]
+    assert not long, f"set-up lines over 100 characters: {long}"
+    chained = [line for line in lines if not line.lstrip().startswith("#") and
+               (";" in line or re.match(r"\s*(try|except|else|finally|if|for|with)\b.*:\s*[^\s#]", line))]
+    assert not chained, f"chained one-liners in the set-up cell: {chained}"
+    installs = [line for line in lines if "pip install" in line and not line.lstrip().startswith("#")]
+    name = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
+    assert len(installs) == 1 and f'"{name} @ git+https://github.com/{repo_in_setup_cell()}"' in installs[0], \
+        f"the set-up cell should install {name} from its repository and nothing else: {installs}"
+    assert re.search(r"^import helpers$", SETUP_CELL, re.M)
 
 
-class RecordingHandler(http.server.SimpleHTTPRequestHandler):
-    def log_request(self, code="-", size="-"):
-        REQUESTS.append((self.path, int(code)))
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def served_repo():
-    """http://127.0.0.1:<port>: the repository root, as raw.githubusercontent.com would serve it."""
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(RecordingHandler, directory=str(ROOT)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def test_the_package_holds_everything_the_notebooks_import_or_run():
+    """A module a notebook imports from the repository, or runs with `python -m`, is installed by
+    the set-up cell's one `pip install`; no notebook runs a script by its path."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    installed = set(tool["py-modules"]) | set(tool["packages"])
+    for path in NOTEBOOKS:
+        code = "\n".join(code_sources(path)[1:])
+        names = (re.findall(r"^\s*(?:import|from) ([\w.]+)", code, re.M) +
+                 re.findall(r"python -m ([\w.]+)", code))
+        ours = {name.split(".")[0] for name in names
+                if (ROOT / f"{name.split('.')[0]}.py").exists() or (ROOT / name.split(".")[0]).is_dir()}
+        assert ours <= installed, f"{path.name} needs {sorted(ours - installed)}, which the package lacks"
+        without_comments = re.sub(r"(^|\s)#\s.*$", "", code, flags=re.M)
+        scripts = re.findall(r"python3?\s+\S+\.py\b|benchmarks/\w+\.py|[\"']\w+\.py[\"']", without_comments)
+        assert not scripts, f"{path.name} runs scripts by path ({scripts}): use python -m benchmarks.<name>"
 
 
-def requests_during(action):
-    """Run action(); return its result and the requests the test server answered meanwhile."""
-    before = len(REQUESTS)
-    result = action()
-    return result, REQUESTS[before:]
-
-
-@pytest.fixture(scope="module")
-def stand_in_colab(tmp_path_factory):
-    """A folder that makes `import google.colab` work (google stays a namespace package)."""
-    folder = tmp_path_factory.mktemp("stand_in_colab")
-    (folder / "google" / "colab").mkdir(parents=True)
-    (folder / "google" / "colab" / "__init__.py").write_text('"""Stand-in for Colab\'s module."""\n')
-    return folder
-
-
-def runtime_env(repo_raw, colab_folder=None, **extra):
-    """The environment of a fresh runtime: none of our variables but the ones given, offline."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SMART_BATCHING_") and k not in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
-    env.update(SMART_BATCHING_REPO_RAW=repo_raw, SMART_BATCHING_COLAB_PIP="", HF_HUB_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYDEVD_DISABLE_FILE_VALIDATION="1")
-    if colab_folder is not None:
-        env["PYTHONPATH"] = str(colab_folder)
-    env.update(extra)
-    return env
-
-
-def run_setup_cell(cwd, env):
-    """The set-up cell as a plain Python program (it uses no IPython syntax)."""
-    return subprocess.run([sys.executable, "-c", SETUP_CELL], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# ---- the one place that names the project ------------------------------------------------------
-
-def test_every_notebook_has_the_same_set_up_and_settings_cells():
-    firsts = {path.name: code_sources(path)[:2] for path in NOTEBOOKS}
-    setups = {name: cells[0] for name, cells in firsts.items()}
-    settings = {name: cells[1] for name, cells in firsts.items()}
-    assert len(set(setups.values())) == 1, "the set-up cells differ between notebooks"
-    assert len(set(settings.values())) == 1, "the settings cells differ between notebooks"
-    settings_cell = next(iter(settings.values()))
-    assert "helpers.get_settings(" in settings_cell and "profile=" in settings_cell, \
-        "the settings cell should call helpers.get_settings and show how to pick a profile"
-
-
-def test_readme_badges_open_every_notebook_from_the_set_up_cells_repository():
+def test_readme_badges_and_fork_instructions_name_the_set_up_cells_repository():
     repo = repo_in_setup_cell()
     readme = README.read_text(encoding="utf-8")
     for path in NOTEBOOKS:
@@ -123,144 +83,138 @@ def test_readme_badges_open_every_notebook_from_the_set_up_cells_repository():
         assert url in readme, f"README.md has no Colab badge for {path.name} ({url})"
     others = set(re.findall(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/", readme)) - {repo}
     assert not others, f"README.md's Colab links name other repositories: {sorted(others)}"
-    assert "SMART_BATCHING_REPO" in readme, "README.md should say how a fork points the notebooks at itself"
+    assert re.search(rf"sed -i '?s#{re.escape(repo)}#", readme), \
+        "README.md should show the sed with which a fork points the notebooks at itself"
 
 
-# ---- the set-up cell on its own -----------------------------------------------------------------
+def run_set_up_cell_with_a_recording_ipython(cwd, colab=None) -> list:
+    """The set-up cell as IPython turns it into Python, run with a get_ipython() that records the
+    magics it is asked to run instead of running them; returns those (magic, line) pairs."""
+    from IPython.core.inputtransformer2 import TransformerManager
 
-def files_in_setup_cell() -> list[str]:
-    """The set-up cell's FILES, computed as the cell computes them."""
-    match = re.search(r"^FILES = .*?(?=^\S)", SETUP_CELL, re.M | re.S)
-    assert match, "the set-up cell should define FILES, the one list of what it fetches"
-    namespace = {}
-    exec(match[0], namespace)
-    return namespace["FILES"]
-
-
-def repository_modules_imported_by(path: Path, seen=None) -> set[str]:
-    """The repository's own files that `path` imports, directly or through each other."""
-    import ast
-
-    seen = set() if seen is None else seen
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
-        for name in names:
-            for candidate in (ROOT / (name.replace(".", "/") + ".py"),
-                              ROOT / name.replace(".", "/") / "__init__.py"):
-                relative = candidate.relative_to(ROOT).as_posix()
-                if candidate.exists() and relative not in seen:
-                    seen.add(relative)
-                    if relative.endswith(".py"):
-                        repository_modules_imported_by(candidate, seen)
-            if "." in name:  # a submodule needs its package's __init__ too
-                package_init = ROOT / name.split(".")[0] / "__init__.py"
-                if package_init.exists():
-                    seen.add(package_init.relative_to(ROOT).as_posix())
-    return seen
-
-
-def test_files_are_everything_helpers_imports_and_the_notebooks_run():
-    files = files_in_setup_cell()
-    assert files[0] == "helpers.py" and len(set(files)) == len(files), files
-    needed = {"helpers.py"} | repository_modules_imported_by(ROOT / "helpers.py")
-    run = {f"benchmarks/{name}" for path in NOTEBOOKS
-           for name in re.findall(r"benchmarks/(\w+\.py)", path.read_text(encoding="utf-8"))}
-    for path in NOTEBOOKS:  # the repository's top-level modules a notebook imports or runs
-        code = "\n".join(code_sources(path)[1:])
-        names = re.findall(r"^\s*(?:import|from) (\w+)", code, re.M) + re.findall(r"\b(\w+)\.py\b", code)
-        run |= {f"{name}.py" for name in names if (ROOT / f"{name}.py").exists()}
-    for script in sorted(run):  # a script the notebooks run needs what it imports too
-        needed |= {script} | repository_modules_imported_by(ROOT / script)
-    assert needed <= set(files), f"the set-up cell does not fetch {sorted(needed - set(files))}"
-    assert all((ROOT / name).exists() for name in files), "FILES names a file the repository lacks"
-
-
-def test_set_up_cell_fetches_its_files_once_per_runtime(tmp_path, served_repo, stand_in_colab):
-    env = runtime_env(served_repo, stand_in_colab)
-    first, requests = requests_during(lambda: run_setup_cell(tmp_path, env))
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert requests == [(f"/{name}", 200) for name in files_in_setup_cell()]
-    assert (tmp_path / "helpers.py").stat().st_size > 10_000
-    # Run again: every file is already there, so no request at all.
-    again, requests = requests_during(lambda: run_setup_cell(tmp_path, env))
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert requests == []
-
-
-def test_a_404_says_in_one_line_what_it_tried_and_what_to_set(tmp_path, served_repo, stand_in_colab):
-    """In a kernel, as Colab runs it: the error is the message alone, not urllib's traceback."""
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SETUP_CELL)])
-    notebook.metadata["kernelspec"] = dict(name="python3", display_name="Python 3", language="python")
-    nbformat.write(notebook, tmp_path / "set_up.ipynb")
-    repo_raw = f"{served_repo}/no-such-fork/main"
-    result = subprocess.run([sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
-                             "--output", "executed.ipynb", "set_up.ipynb"], cwd=tmp_path,
-                            env=runtime_env(repo_raw, stand_in_colab), capture_output=True, text=True, timeout=300)
+    program = ("import json\ncalls = []\nclass Recorder:\n"
+               "    def run_line_magic(self, name, line):\n        calls.append((name, line))\n"
+               "get_ipython = Recorder\n" + TransformerManager().transform_cell(SETUP_CELL) +
+               "\nprint(json.dumps(calls))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.pathsep.join(str(p) for p in (colab, ROOT) if p)
+    result = subprocess.run([sys.executable, "-c", program], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    outputs = nbformat.read(tmp_path / "executed.ipynb", as_version=4).cells[0].outputs
-    errors = [o for o in outputs if o.output_type == "error"]
-    assert len(errors) == 1 and errors[0].ename == "SystemExit", outputs
-    message = errors[0].evalue
-    assert len(message.splitlines()) == 1, message
-    assert f"{repo_raw}/helpers.py" in message and "404" in message and "SMART_BATCHING_REPO" in message
-    shown = "".join(errors[0].traceback)
-    assert len(errors[0].traceback) <= 2 and "urllib" not in shown, shown
-    assert not (tmp_path / "helpers.py").exists(), "a failed fetch should leave no helpers.py behind"
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_no_server_at_all_is_one_line_too(tmp_path, stand_in_colab):
-    """The same cell as a plain Python program: one line on stderr, no traceback."""
-    repo_raw = f"http://127.0.0.1:{free_port()}/main"
-    result = run_setup_cell(tmp_path, runtime_env(repo_raw, stand_in_colab))
-    message = result.stderr.strip()
-    assert result.returncode != 0 and len(message.splitlines()) == 1, message
-    assert f"{repo_raw}/helpers.py" in message and "SMART_BATCHING_REPO" in message
-
-
-def test_pip_runs_in_colab_only_and_a_failure_names_the_variable(tmp_path, served_repo, stand_in_colab):
-    failing_pip = "--no-index --quiet /no/such/package.whl"  # fails at once, without the network
-    result = run_setup_cell(tmp_path, runtime_env(served_repo, stand_in_colab,
-                                                  SMART_BATCHING_COLAB_PIP=failing_pip))
-    assert result.returncode != 0
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert "pip install" in last_line and "SMART_BATCHING_COLAB_PIP" in last_line, result.stderr[-2000:]
-    # Outside Colab the same setting is never used: the cell finds or fetches helpers.py, no pip.
-    result = run_setup_cell(tmp_path, runtime_env(served_repo, None, SMART_BATCHING_COLAB_PIP=failing_pip))
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_in_a_clone_the_set_up_cell_installs_nothing_and_in_colab_only_the_project(tmp_path):
+    assert run_set_up_cell_with_a_recording_ipython(tmp_path) == []  # helpers importable: a clone
+    colab = tmp_path / "colab"
+    (colab / "google" / "colab").mkdir(parents=True)
+    (colab / "google" / "colab" / "__init__.py").write_text("")
+    (colab / "sitecustomize.py").write_text("import google.colab\n")
+    calls = run_set_up_cell_with_a_recording_ipython(tmp_path, colab)
+    assert [name for name, _ in calls] == ["pip"], calls
+    assert f"git+https://github.com/{repo_in_setup_cell()}" in calls[0][1]
 
 
 # ---- whole notebooks, run the way Colab runs them -------------------------------------------------
 
-def run_like_colab(notebook, tmp_path, env):
-    """Execute a copy of `notebook`, alone in `tmp_path`; return the executed notebook."""
-    (tmp_path / notebook.name).write_bytes(notebook.read_bytes())
-    command = [sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute",
-               "--ExecutePreprocessor.timeout=900", "--output", "executed.ipynb", notebook.name]
-    result, requests = requests_during(lambda: subprocess.run(
-        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800))
-    assert result.returncode == 0, f"{notebook.name} failed in the stand-in Colab:\n{result.stderr[-6000:]}"
-    fetched = [(f"/{name}", 200) for name in files_in_setup_cell()]
-    assert requests[:len(fetched)] == fetched, f"the set-up cell's files were not fetched from the test server: {requests}"
-    executed = json.loads((tmp_path / "executed.ipynb").read_text(encoding="utf-8"))
-    code = [c for c in executed["cells"] if c["cell_type"] == "code"]
-    assert code[-1]["execution_count"] is not None, "the last cell did not run"
+@pytest.fixture(scope="module")
+def stand_in_github(tmp_path_factory):
+    """A git repository holding the working tree as it is (tracked and new files, not ignored ones)."""
+    repo = tmp_path_factory.mktemp("github") / "smart-batching"
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            (repo / name).write_bytes((ROOT / name).read_bytes())
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "the working tree"]):
+        subprocess.run(git + command, cwd=repo, check=True)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def stand_in_runtime(tmp_path_factory):
+    """(python, PYTHONPATH): a fresh environment that sees this machine's packages, without the
+    project, and a folder that makes it look like Colab ('google.colab' in sys.modules)."""
+    folder = tmp_path_factory.mktemp("runtime")
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(folder / "venv")], check=True)
+    python = folder / "venv" / "bin" / "python"
+    colab = folder / "colab"
+    (colab / "google" / "colab").mkdir(parents=True)
+    (colab / "google" / "colab" / "__init__.py").write_text('"""Stand-in for Colab\'s module."""\n')
+    (colab / "sitecustomize.py").write_text("import google.colab  # as Colab's kernel has it\n")
+    found = subprocess.run([str(python), "-c", "import helpers"], cwd=folder, capture_output=True,
+                           env=runtime_env(colab))
+    assert found.returncode != 0, "the stand-in runtime already has helpers: it would test nothing"
+    return python, colab
+
+
+def runtime_env(colab: Path, **variables) -> dict:
+    """A fresh runtime's environment: none of our variables but the ones given, offline."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SMART_BATCHING_") and k not in ("PYTHONPATH", "CUDA_VISIBLE_DEVICES")}
+    env.update(PYTHONPATH=str(colab), PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0", HF_HUB_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", PYDEVD_DISABLE_FILE_VALIDATION="1", **variables)
+    return env
+
+
+def small_aclimdb(folder: Path, per_class: int = 6) -> Path:
+    """An archive in the official layout (aclImdb/<split>/<pos|neg>/<id>_<rating>.txt)."""
+    from support.imdb import synthetic_reviews
+
+    texts, labels = synthetic_reviews(4 * per_class, seed=3)
+    path = folder / "aclImdb_v1.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for i, (text, label) in enumerate(zip(texts, labels)):
+            split, kind = ("train", "test")[i % 2], ("neg", "pos")[int(label)]
+            member = folder / f"{i}_{7 if label else 2}.txt"
+            member.write_text(text, encoding="utf-8")
+            archive.add(member, arcname=f"aclImdb/{split}/{kind}/{member.name}")
+    return path
+
+
+def run_like_colab(name, tmp_path, github, runtime, **variables):
+    """Execute a copy of notebook `name`, alone in an empty folder, in the stand-in runtime, with
+    its install line pointed at the stand-in GitHub; return the executed notebook's code cells."""
+    python, colab = runtime
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    setup = notebook.cells[next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code")]
+    setup.source = GITHUB.sub(f"git+file://localhost{github}", setup.source)  # what a fork's sed does
+    notebook.cells.append(nbformat.v4.new_code_cell("print(helpers.__file__)"))
+    run = tmp_path / "run"
+    run.mkdir()
+    nbformat.write(notebook, run / name)
+    command = [str(python), "-m", "nbconvert", "--to", "notebook", "--execute",
+               "--ExecutePreprocessor.timeout=900", "--output", "executed.ipynb", name]
+    result = subprocess.run(command, cwd=run, env=runtime_env(colab, **variables), capture_output=True,
+                            text=True, timeout=1800)
+    assert result.returncode == 0, f"{name} failed in the stand-in Colab:\n{result.stderr[-6000:]}"
+    code = [c for c in nbformat.read(run / "executed.ipynb", as_version=4).cells if c.cell_type == "code"]
+    installed_at = text_of(code[-1]).strip()
+    assert installed_at.startswith(str(python.parent.parent)), \
+        f"helpers came from {installed_at}, not from the package the set-up cell installed"
     return code
 
 
 def text_of(cell) -> str:
-    return "".join("".join(o.get("text", "")) for o in cell["outputs"])
+    return "".join(o.get("text", "") for o in cell.outputs)
 
 
-def test_notebook_01_runs_in_colab_without_a_gpu_in_the_tiny_profile(tmp_path, served_repo, stand_in_colab):
-    # No profile given, no GPU visible: `auto` in Colab must fall back to tiny, and say so.
-    env = runtime_env(served_repo, stand_in_colab, CUDA_VISIBLE_DEVICES="")
-    code = run_like_colab(ROOT / "notebooks" / "01_load_imdb.ipynb", tmp_path, env)
+def test_notebook_01_reads_real_reviews_in_colab_without_a_gpu(tmp_path, stand_in_github, stand_in_runtime):
+    """No profile given, no GPU: `auto` gives notebook 01, which trains nothing, the full profile and
+    real reviews (here a small archive in the official layout), and the settings cell says why."""
+    archive = small_aclimdb(tmp_path)
+    code = run_like_colab("01_load_imdb.ipynb", tmp_path, stand_in_github, stand_in_runtime,
+                          CUDA_VISIBLE_DEVICES="", SMART_BATCHING_DATA=str(archive))
     settings_output = text_of(code[1])
-    assert "Profile 'tiny'" in settings_output and 'profile="full"' in settings_output, settings_output
-    assert re.search(r"^\s*profile\s+tiny$", settings_output, re.M), settings_output
+    assert "Profile 'full' (auto)" in settings_output and "trains no model" in settings_output, settings_output
+    assert "reviews from " + str(archive) in "".join(text_of(cell) for cell in code)
+    assert (tmp_path / "run" / "outputs" / "figures" / "01_class_balance.png").exists(), \
+        "an installed package should write its figures under the working folder"
 
 
-def test_notebook_04_trains_in_colab_in_the_tiny_profile(tmp_path, served_repo, stand_in_colab):
-    env = runtime_env(served_repo, stand_in_colab, SMART_BATCHING_PROFILE="tiny")
-    run_like_colab(ROOT / "notebooks" / "04_fine_tune_and_evaluate.ipynb", tmp_path, env)
+def test_notebook_04_trains_in_colab_in_the_tiny_profile(tmp_path, stand_in_github, stand_in_runtime):
+    run_like_colab("04_fine_tune_and_evaluate.ipynb", tmp_path, stand_in_github, stand_in_runtime,
+                   SMART_BATCHING_PROFILE="tiny")

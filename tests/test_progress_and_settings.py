@@ -106,26 +106,44 @@ def test_profile_from_environment(monkeypatch):
         helpers.get_settings("huge")
 
 
-@pytest.mark.parametrize("colab, cuda, expected, says_why", [
-    (True, False, "tiny", True),    # Colab's CPU runtime: the full recipe would not finish
-    (True, True, "full", False),    # Colab with a GPU
-    (False, True, "full", False),   # any CUDA machine
-    (False, False, "tiny", False),  # a laptop, CI
+@pytest.mark.parametrize("colab, cuda, trains, expected, why", [
+    (True, False, True, "tiny", "this Colab runtime has no GPU"),  # the full recipe would not finish
+    (False, False, True, "tiny", "this machine has no GPU"),       # a laptop, CI
+    (True, True, True, "full", "there is a CUDA GPU"),
+    (False, True, True, "full", "there is a CUDA GPU"),
+    (True, False, False, "full", "trains no model"),  # notebooks 01-03: real reviews on a CPU too
+    (False, False, False, "full", "trains no model"),
+    (False, True, False, "full", "there is a CUDA GPU"),
 ])
-def test_auto_profile_is_full_only_with_cuda(monkeypatch, capsys, colab, cuda, expected, says_why):
+def test_auto_profile_says_what_it_chose_and_why(monkeypatch, capsys, colab, cuda, trains, expected, why):
     monkeypatch.delenv("SMART_BATCHING_PROFILE", raising=False)
     monkeypatch.setattr(environment, "in_colab", lambda: colab)
     monkeypatch.setattr(helpers.torch.cuda, "is_available", lambda: cuda)
-    assert helpers.get_settings().profile == expected
-    assert helpers.get_settings("auto").profile == expected
-    out = capsys.readouterr().out
-    if says_why:
-        lines = out.strip().splitlines()
-        assert len(lines) == 2 and lines[0] == lines[1], out  # one line per call
-        assert "'tiny'" in lines[0] and "no GPU" in lines[0]
-        assert "GPU" in lines[0].split("no GPU", 1)[1] and 'profile="full"' in lines[0]
-    else:
-        assert out == ""
+    assert helpers.get_settings(trains=trains).profile == expected
+    assert helpers.get_settings("auto", trains=trains).profile == expected
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1], lines  # one line per call
+    assert lines[0].startswith(f"Profile '{expected}' (auto): ") and why in lines[0], lines[0]
+    other = "full" if expected == "tiny" else "tiny"
+    if not cuda:  # how to get the other profile
+        assert f'profile="{other}"' in lines[0], lines[0]
+
+
+def test_a_profile_from_the_environment_wins_over_trains_false(monkeypatch, capsys):
+    """CI's offline run (SMART_BATCHING_PROFILE=tiny) stays tiny in the notebooks that train nothing."""
+    monkeypatch.setenv("SMART_BATCHING_PROFILE", "tiny")
+    monkeypatch.setattr(helpers.torch.cuda, "is_available", lambda: False)
+    assert helpers.get_settings(trains=False).profile == "tiny"
+    assert capsys.readouterr().out == ""
+
+
+def test_outputs_go_to_the_working_folder_where_the_package_is_installed(monkeypatch, tmp_path):
+    monkeypatch.delenv("SMART_BATCHING_OUTPUT", raising=False)
+    assert environment.output_dir() == environment.REPO_ROOT / "outputs"  # a clone
+    monkeypatch.setattr(environment, "REPO_ROOT", tmp_path / "site-packages")  # no pyproject.toml
+    monkeypatch.chdir(tmp_path)
+    assert environment.output_dir("figures") == tmp_path / "outputs" / "figures"
+    assert (tmp_path / "outputs" / "figures").is_dir()
 
 
 def test_asking_for_a_profile_in_colab_without_a_gpu_is_obeyed_silently(monkeypatch, capsys):
