@@ -9,4 +9,7 @@ from pathlib import Path
 os.environ.setdefault("SMART_BATCHING_PROFILE", "tiny")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub in tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+# Notebook kernels and the tests' subprocesses import this checkout too, whatever else is installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
