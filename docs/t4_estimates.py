@@ -46,10 +46,8 @@ SORTED_EVAL_TOKENS_ALL_TEST = 6_284_016
 
 
 def count_sorted_eval_tokens(archive: str, tokenizer_folder: str) -> dict:
-    """The tokens of evaluating all 25,000 test reviews in length order (helpers' own counter)."""
-    import sys
-
-    sys.path.insert(0, str(DOCS.parent))
+    """The tokens of evaluating all 25,000 test reviews in length order (helpers' own counter;
+    helpers importable: the project installed, `pip install -e .`)."""
     import helpers
     from transformers import AutoTokenizer
 

@@ -3,10 +3,32 @@ support/ package it stands on, which never imports helpers back."""
 from pathlib import Path
 
 import helpers
-from test_colab import repository_modules_imported_by  # the one reader of the repository's imports
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORT = sorted((ROOT / "support").glob("*.py"))
+
+
+def repository_modules_imported_by(path: Path, seen=None) -> set[str]:
+    """The repository's own files that `path` imports, directly or through each other."""
+    import ast
+
+    seen = set() if seen is None else seen
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+        for name in names:
+            for candidate in (ROOT / (name.replace(".", "/") + ".py"),
+                              ROOT / name.replace(".", "/") / "__init__.py"):
+                relative = candidate.relative_to(ROOT).as_posix()
+                if candidate.exists() and relative not in seen:
+                    seen.add(relative)
+                    if relative.endswith(".py"):
+                        repository_modules_imported_by(candidate, seen)
+            if "." in name:  # a submodule needs its package's __init__ too
+                package_init = ROOT / name.split(".")[0] / "__init__.py"
+                if package_init.exists():
+                    seen.add(package_init.relative_to(ROOT).as_posix())
+    return seen
 
 
 def test_helpers_is_small():
