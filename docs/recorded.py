@@ -11,10 +11,13 @@ re-recorded run cannot leave a stale number behind. `python docs/recorded.py` li
 
 Names: a JSON file under docs/, then a dotted path in it; a list of records is indexed by their
 "name" field, a list of numbers by position. Computed here for benchmark strategies, from their
-ratios to fixed padding: train_speedup (a newer record's own: the median over interleaved rounds),
-eval_speedup, epoch_speedup (full epochs, one after another), tokens_saved (1 - their tokens /
-fixed padding's), tokens_ratio (fixed padding's tokens / theirs) and, where the record predicts
-epoch times, predicted_speedup and measured_over_predicted (the full epoch's seconds / the
+ratios to fixed padding: train_speedup (where a record holds its own, it is the median over the
+interleaved rounds that only records of the benchmark's earlier method have; a record without one, a
+new one included, gets the full-epoch ratio: fixed padding's training seconds / theirs),
+eval_speedup, epoch_speedup (the full-epoch ratio, whichever way the epochs ran: one after another
+in one process in the earlier records, each in a fresh process since), tokens_saved (1 - their
+tokens / fixed padding's), tokens_ratio (fixed padding's tokens / theirs) and, where the record
+predicts epoch times, predicted_speedup and measured_over_predicted (the full epoch's seconds / the
 predicted), and train_counters.cpu_over_wall / eval_counters.cpu_over_wall (CPU seconds / wall
 seconds of a phase: how many cores it kept busy). A notebook run with "smart" and "fixed" gets
 train_speedup, tokens_ratio and tokens_saved.
@@ -48,7 +51,7 @@ def load(relative: str) -> dict:
     for strategy in record.get("strategies", []):
         ratios = strategy.get("ratios") or {}
         if ratios.get("train_seconds"):
-            strategy.setdefault("train_speedup", 1 / ratios["train_seconds"])  # a newer record has its median over rounds
+            strategy.setdefault("train_speedup", 1 / ratios["train_seconds"])  # only earlier records have a rounds median
         if ratios.get("eval_seconds"):
             strategy["eval_speedup"] = 1 / ratios["eval_seconds"]
         if ratios.get("processed_tokens"):
@@ -57,13 +60,13 @@ def load(relative: str) -> dict:
     strategies = record.get("strategies", [])
     base = next((s for s in strategies if (s.get("ratios") or {}).get("train_seconds") == 1), None)
     for strategy in strategies:
-        if strategy.get("ratios", {}).get("train_seconds"):  # one full epoch after another
+        if strategy.get("ratios", {}).get("train_seconds"):  # the full epochs' ratio
             strategy["epoch_speedup"] = 1 / strategy["ratios"]["train_seconds"]
         if base and base.get("predicted_train_seconds") and strategy.get("predicted_train_seconds"):
             strategy["predicted_speedup"] = base["predicted_train_seconds"] / strategy["predicted_train_seconds"]
         if strategy.get("predicted_train_seconds") and strategy.get("train_seconds"):
             strategy["measured_over_predicted"] = strategy["train_seconds"] / strategy["predicted_train_seconds"]
-        for phase in ("train", "eval"):  # records from 2026-12-05 count CPU seconds per phase
+        for phase in ("train", "eval"):  # records with counters: CPU seconds per phase
             counters = strategy.get(f"{phase}_counters") or {}
             if counters.get("cpu_seconds") and counters.get("wall_seconds"):
                 counters["cpu_over_wall"] = counters["cpu_seconds"] / counters["wall_seconds"]
