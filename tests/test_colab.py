@@ -144,7 +144,13 @@ def stand_in_runtime(tmp_path_factory):
     colab = folder / "colab"
     (colab / "google" / "colab").mkdir(parents=True)
     (colab / "google" / "colab" / "__init__.py").write_text('"""Stand-in for Colab\'s module."""\n')
-    (colab / "sitecustomize.py").write_text("import google.colab  # as Colab's kernel has it\n")
+    (colab / "sitecustomize.py").write_text(
+        "import sys\n"
+        "# This machine's `pip install -e .` of a clone shows through --system-site-packages; Colab\n"
+        "# has no such install, so its import hook is taken out (the set-up cell must install it).\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path\n"
+        "                    if not getattr(f, '__module__', '').startswith('__editable___smart_batching')]\n"
+        "import google.colab  # as Colab's kernel has it\n")
     found = subprocess.run([str(python), "-c", "import helpers"], cwd=folder, capture_output=True,
                            env=runtime_env(colab))
     assert found.returncode != 0, "the stand-in runtime already has helpers: it would test nothing"
