@@ -11,6 +11,7 @@ at start-up by a sitecustomize beside it, makes the set-up cell take its Colab b
 import json
 import os
 import re
+import site
 import subprocess
 import sys
 import tarfile
@@ -144,10 +145,13 @@ def stand_in_runtime(tmp_path_factory):
     colab = folder / "colab"
     (colab / "google" / "colab").mkdir(parents=True)
     (colab / "google" / "colab" / "__init__.py").write_text('"""Stand-in for Colab\'s module."""\n')
+    packages = site.getsitepackages()  # this interpreter's: a virtual environment's, where it is one
     (colab / "sitecustomize.py").write_text(
-        "import sys\n"
-        "# This machine's `pip install -e .` of a clone shows through --system-site-packages; Colab\n"
-        "# has no such install, so its import hook is taken out (the set-up cell must install it).\n"
+        "import site, sys\n"
+        f"for folder in {packages!r}:  # the packages of the Python running the tests\n"
+        "    site.addsitedir(folder)\n"
+        "# This machine's `pip install -e .` of a clone shows through; Colab has no such install, so\n"
+        "# its import hook is taken out (the set-up cell must install the project).\n"
         "sys.meta_path[:] = [f for f in sys.meta_path\n"
         "                    if not getattr(f, '__module__', '').startswith('__editable___smart_batching')]\n"
         "import google.colab  # as Colab's kernel has it\n")
