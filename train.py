@@ -122,10 +122,10 @@ def settings_for(parser, given: dict):
     among them); a named model (--model, SMART_BATCHING_MODEL) gets the recipe's ("full") settings
     where the profile would be the tiny one, which is the offline 2-layer model's."""
     import helpers
-    from support.arguments import OPTIONS
+    from support.arguments import given_settings
     from support.models import TINY_MODEL
 
-    options = {k: v for k, v in given.items() if k in OPTIONS}  # the settings' options given
+    options = given_settings(argparse.Namespace(**given))  # the settings' options given
     overrides = {setting: given[field] for field, setting in TRAINER_SETTINGS.items() if field in given}
     if "num_train_epochs" in given:
         epochs = given["num_train_epochs"]
