@@ -179,7 +179,7 @@ def print_result(r: dict) -> None:
     c, predicted = r["train_counters"], r["predicted_train_seconds"]
     print(f"  => {r['train_steps']:,} steps, {r['processed_tokens']:,} tokens ({r['efficiency']:.1%} real), train "
           f"{r['train_seconds']:.2f} s" + (f" (predicted {predicted:.2f} s)" if predicted else "") + f" with "
-          f"{c['cpu_seconds']:,.1f} CPU s, {c['page_faults'] / max(r['train_steps'], 1):,.0f} page faults a step"
+          f"{c['cpu_seconds']:,.1f} CPU s ({c['system_seconds']:,.1f} in the kernel), {c['page_faults'] / max(r['train_steps'], 1):,.0f} page faults a step"
           + (f", steal {c['steal_seconds']:.1f} s" if c["steal_seconds"] is not None else "") + f"; eval "
           f"{r['eval_seconds']:.2f} s, accuracy {r['accuracy']:.3f}, peak memory {r['peak_mem_mb']:,.0f} MiB", flush=True)
 

@@ -14,8 +14,9 @@ from support import models
 
 
 def process_counters() -> dict:
-    """Where time goes, so far: this process's CPU seconds, its page faults (memory it had to get
-    from the kernel again) and the machine's steal time (CPU time a shared host gave to other guests;
+    """Where time goes, so far: this process's CPU seconds (system_seconds: those in the kernel,
+    where a page fault's zeroing goes), its page faults (memory it had to get from the kernel
+    again) and the machine's steal time (CPU time a shared host gave to other guests;
     Linux only, else None): wall time against CPU seconds and steal tells more work from waiting."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     try:
@@ -24,7 +25,7 @@ def process_counters() -> dict:
     except (OSError, IndexError, ValueError):
         steal = None
     return dict(wall_seconds=time.perf_counter(), cpu_seconds=usage.ru_utime + usage.ru_stime,
-                page_faults=usage.ru_minflt, steal_seconds=steal)
+                system_seconds=usage.ru_stime, page_faults=usage.ru_minflt, steal_seconds=steal)
 
 
 def counters_since(start: dict) -> dict:
@@ -42,6 +43,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def memory_allocator() -> str:
+    """The C allocator CPU tensors come from (a preloaded tcmalloc or jemalloc, else glibc's
+    malloc) and any MALLOC_* settings: on a CPU it decides how often memory is faulted in anew."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        maps = ""
+    name = next((f"{n} (preloaded)" for n in ("tcmalloc", "jemalloc", "mimalloc") if f"lib{n}" in maps), "glibc malloc")
+    return " ".join([name] + [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")])
+
+
 def machine_info(device: torch.device) -> dict:
     """The machine, its load when the run started, and the versions that ran: every record names them."""
     import transformers
@@ -52,7 +64,7 @@ def machine_info(device: torch.device) -> dict:
         cores_available = os.cpu_count()
     return dict(
         cpu=cpu_model(), cores=os.cpu_count(), cores_available=cores_available,
-        torch_threads=torch.get_num_threads(),
+        torch_threads=torch.get_num_threads(), allocator=memory_allocator(),
         load_average_at_start=[round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         memory_gb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
         if hasattr(os, "sysconf") else None,

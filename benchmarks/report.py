@@ -27,7 +27,8 @@ def setup_lines(results: dict) -> list[str]:
     if machine["device"] == "cuda":
         where = f"{machine['device_name']} (CUDA {machine['cuda']}), host CPU {machine['cpu']}"
     else:
-        where = f"{machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, no GPU"
+        where = (f"{machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads, no GPU, "
+                 f"{machine.get('allocator', 'allocator not recorded')}")
     how = ("each strategy in a fresh process of its own, from the same saved model, seed and batches"
            if setup.get("fresh_processes") else "one strategy after another in one process")
     return [
@@ -106,10 +107,29 @@ def curve_lines(curve: dict | None) -> list[str]:
     lines = ["", f"Step-cost curve, measured first on a throwaway model (batch size {curve['batch_size']}, "
                  f"every position a real token, median of {curve['repeats']} after a warm-up step): "
                  + step_cost.read_curve(curve), "",
-             "| Width | Train step | Train tokens/s | Eval step | Eval tokens/s |", "|---:|---:|---:|---:|---:|"]
-    return lines + [f"| {w} | {ts:.3f} s | {tr:,.0f} | {es:.3f} s | {er:,.0f} |" for w, ts, tr, es, er in zip(
+             "| Width | Train step | Train tokens/s | of it in the kernel | page faults | Eval step | Eval tokens/s |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    unknown = [None] * len(curve["widths"])  # curves recorded before the counters
+    return lines + [f"| {w} | {ts:.3f} s | {tr:,.0f} | " + (f"{sy:.3f} s | {pf:,.0f}" if pf is not None else "– | –")
+                    + f" | {es:.3f} s | {er:,.0f} |" for w, ts, tr, sy, pf, es, er in zip(
         curve["widths"], curve["train_seconds"], curve["train_tokens_per_second"],
+        curve.get("train_system_seconds", unknown), curve.get("train_page_faults", unknown),
         curve["eval_seconds"], curve["eval_tokens_per_second"])]
+
+
+def counter_lines(strategies: list[dict]) -> list[str]:
+    """Where each strategy's training time went: CPU seconds, those in the kernel (where a page
+    fault's zeroing goes), page faults a step, steal; nothing for records without them."""
+    if not all("system_seconds" in s.get("train_counters", {}) for s in strategies):
+        return []
+    lines = ["", "| Strategy | Train time | CPU seconds | of them in the kernel | Page faults a step | Steal |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for s in strategies:
+        c = s["train_counters"]
+        steal = f"{c['steal_seconds']:.1f} s" if c["steal_seconds"] is not None else "–"
+        lines.append(f"| {s['label']} | {fmt_seconds(c['wall_seconds'])} | {c['cpu_seconds']:,.1f} | "
+                     f"{c['system_seconds']:,.1f} | {c['page_faults'] / max(s['train_steps'], 1):,.0f} | {steal} |")
+    return lines
 
 
 def timing_lines(results: dict) -> list[str]:
@@ -139,7 +159,7 @@ def markdown_report(results: dict) -> str:
     and how each strategy batches."""
     strategies = results["strategies"]
     lines = setup_lines(results) + strategy_table(results) + rounding_table(strategies)
-    lines += curve_lines(results.get("step_costs")) + timing_lines(results)
+    lines += curve_lines(results.get("step_costs")) + timing_lines(results) + counter_lines(strategies)
     lines += ["", "How each strategy batches:", "", "| Strategy | Training batches | Evaluation batches |",
               "|---|---|---|"] + [f"| {s['label']} | {s['train_batching']} | {s['eval_batching']} |"
                                   for s in strategies]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 import helpers
+from benchmarks.measuring import counters_since, process_counters
 
 # read_curve's rule: the elasticity e = log(time ratio) / log(token ratio) between the longest
 # and the shortest width (1: time follows tokens, 0: flat).
@@ -64,7 +65,8 @@ def measure_step_costs(model, optimizer, scheduler, device: torch.device, widths
     repeats. The model trains on these batches: give it a throwaway model.
 
     Returns plain lists (JSON-ready): widths, train_seconds, eval_seconds, their tokens per
-    second (batch_size x width / seconds), every repeat, and the settings of the measurement.
+    second (batch_size x width / seconds), every repeat, a training step's median page faults and
+    system seconds (on a CPU, memory faulted in anew each step), and the measurement's settings.
     """
     widths = sorted({int(w) for w in widths})
     if not widths or widths[0] < 1 or repeats < 1:
@@ -75,9 +77,16 @@ def measure_step_costs(model, optimizer, scheduler, device: torch.device, widths
              for w in widths}
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # as fine_tune's
 
-    def train_step(width):
-        return helpers.train_epoch(model, [batch[width]], optimizer, scheduler, device, max_grad_norm,
-                                   amp_dtype, scaler, verbose=False)["seconds"]
+    counted = {w: [] for w in widths}  # (page faults, system seconds) of each timed training step
+
+    def train_step(width, counts=None):
+        start = process_counters()
+        seconds = helpers.train_epoch(model, [batch[width]], optimizer, scheduler, device, max_grad_norm,
+                                      amp_dtype, scaler, verbose=False)["seconds"]
+        if counts is not None:
+            used = counters_since(start)
+            counts.append((used["page_faults"], used["system_seconds"]))
+        return seconds
 
     def eval_step(width):
         return helpers.predict(model, [batch[width]], device, amp_dtype, verbose=False)["seconds"]
@@ -88,7 +97,7 @@ def measure_step_costs(model, optimizer, scheduler, device: torch.device, widths
     train, evals = {w: [] for w in widths}, {w: [] for w in widths}
     for r in range(repeats):
         for width in (widths if r % 2 == 0 else widths[::-1]):
-            train[width].append(train_step(width))
+            train[width].append(train_step(width, counted[width]))
             evals[width].append(eval_step(width))
         if verbose:
             print(f"  step costs: round {r + 1}/{repeats} done", flush=True)
@@ -99,6 +108,8 @@ def measure_step_costs(model, optimizer, scheduler, device: torch.device, widths
         train_tokens_per_second=[batch_size * w / s for w, s in zip(widths, train_seconds)],
         eval_tokens_per_second=[batch_size * w / s for w, s in zip(widths, eval_seconds)],
         train_repeats=[train[w] for w in widths], eval_repeats=[evals[w] for w in widths],
+        train_page_faults=[float(np.median([c[0] for c in counted[w]])) for w in widths],
+        train_system_seconds=[float(np.median([c[1] for c in counted[w]])) for w in widths],
         repeats=repeats, warmup=warmup, pad_share=pad_share, device=device.type,
         amp_dtype=str(amp_dtype).removeprefix("torch.") if amp_dtype else None)
 
