@@ -6,12 +6,11 @@ needs the IMDB archive (or an aclImdb folder) and the bert-base-uncased vocabula
 bert-base's shape with random weights (`random-bert-base`, timed as pretrained weights would be).
 Parts 2 and 3 each have a time limit:
 
-0. The step-cost curve (step_cost.py): does time follow the tokens, or stay flat (overhead)?
 1. Per-shape set-up cost: a training and an inference step at widths never seen before, then at
    the same widths again, for three attention set-ups: PyTorch's choice (cuDNN allowed), the
    series' (device_support.ATTENTION_BACKENDS) and the math backend alone.
-2. The benchmark (compare_strategies, each strategy's full epoch in a fresh process) with
-   GPU_STRATEGIES on the training reviews, evaluated on CHECK_SETTINGS' test reviews.
+2. The benchmark (compare_strategies: the step-cost curve, then each strategy's full epoch in a
+   fresh process) with GPU_STRATEGIES on the training reviews, evaluated on CHECK_SETTINGS' test reviews.
 3. With --compile: smart batching through torch.compile(dynamic=True), compile time included.
 
 The model and sizes of CHECK_SETTINGS apply where neither an option nor SMART_BATCHING_* sets
@@ -164,12 +163,13 @@ def probe_lines(results: dict) -> list[str]:
 
 
 def benchmark_lines(part: dict | None, title: str) -> list[str]:
-    """Part 3 or 4: the benchmark's own tables (or why there are none)."""
+    """Part 2 or 3: the benchmark's own tables (or why there are none)."""
     if part is None:
         return []
     if "error" in part:
         return ["", f"## {title}", "", f"Did not complete: {part['error']}."]
-    return ["", f"## {title}", ""] + report.strategy_table(part) + report.timing_lines(part) + [
+    return (["", f"## {title}", ""] + report.strategy_table(part) + report.curve_lines(part.get("step_costs"))
+            + report.timing_lines(part)) + [
         "", "Accuracy after one epoch from random weights says nothing about the strategies."]
 
 
@@ -182,9 +182,7 @@ def markdown(results: dict) -> str:
              f"hidden {model['hidden_size']}); mixed precision {meta['amp_dtype'] or 'off'}.", ""]
     if meta["quick"]:
         lines += ["**Quick mode (tiny profile): a check that the script runs, not a measurement.**", ""]
-    lines += ["## 0. What a step costs, by batch width"] + report.curve_lines(results.get("step_costs"))
-    lines += probe_lines(results)
-    lines += benchmark_lines(results.get("benchmark"), "2. One epoch per strategy")
+    lines += probe_lines(results) + benchmark_lines(results.get("benchmark"), "2. One epoch per strategy")
     lines += benchmark_lines(results.get("compile"), "3. With torch.compile")
     checks = results.get("targets", [])
     if checks:
@@ -263,10 +261,6 @@ def main(argv=None) -> dict:
         command=command_line("gpu_check", sys.argv[1:] if argv is None else argv),
         machine=machine_info(device), model=model_info(settings), quick=args.quick,
         batch_size=settings.batch_size, amp_dtype=str(amp_dtype).removeprefix("torch.") if amp_dtype else None))
-    print("0. What a step costs, by batch width", flush=True)
-    results["step_costs"] = step_cost.measure_for_settings(
-        settings, device, step_cost.default_widths(settings.max_len), repeats=1 if args.quick else 3, amp=amp)
-    print("  " + step_cost.read_curve(results["step_costs"]), flush=True)
     print("1. Per-shape set-up cost, per attention set-up", flush=True)
     results["probe"] = probe_attention_setups(settings, device, amp, pad_id, 2 if args.quick else 4)
     print("2. One epoch per strategy, each in a fresh process", flush=True)

@@ -46,10 +46,7 @@ def cpu_model() -> str:
 def memory_allocator() -> str:
     """The C allocator CPU tensors come from (a preloaded tcmalloc or jemalloc, else glibc's
     malloc) and any MALLOC_* settings: on a CPU it decides how often memory is faulted in anew."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        maps = ""
+    maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
     name = next((f"{n} (preloaded)" for n in ("tcmalloc", "jemalloc", "mimalloc") if f"lib{n}" in maps), "glibc malloc")
     return " ".join([name] + [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")])
 

@@ -133,21 +133,24 @@ def counter_lines(strategies: list[dict]) -> list[str]:
 
 
 def timing_lines(results: dict) -> list[str]:
-    """Per strategy, the train time the curve predicted next to the one measured, and the
-    speed-ups both give; nothing without predictions."""
+    """Per strategy, the train time the curve predicted next to the one measured, the speed-ups
+    both give, and where the training time went (CPU seconds, those in the kernel, where a page
+    fault's zeroing goes, page faults a step); nothing without predictions."""
     strategies = results["strategies"]
     base, base_word = baseline(strategies)
     if not all(s.get("predicted_train_seconds") for s in strategies):
         return []
     lines = ["", f"| Strategy | Train time, predicted | measured | measured / predicted | Speed-up over "
-                 f"{base_word}: predicted | measured | Eval time, predicted / measured |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+                 f"{base_word}: predicted | measured | Eval time, predicted / measured | Train CPU s "
+                 "(in the kernel) | Page faults a step |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in strategies:
-        predicted = s["predicted_train_seconds"]
+        predicted, c = s["predicted_train_seconds"], s.get("train_counters", {})
         cells = [fmt_seconds(predicted), fmt_seconds(s["train_seconds"]), f"{s['train_seconds'] / predicted:.2f}",
                  f"{base['predicted_train_seconds'] / predicted:.2f}x", f"{1 / s['ratios']['train_seconds']:.2f}x"]
         cells.append(f"{fmt_seconds(s['predicted_eval_seconds'])} / {fmt_seconds(s['eval_seconds'])}"
                      if s.get("predicted_eval_seconds") else "–")
+        cells += ([f"{c['cpu_seconds']:,.0f} ({c['system_seconds']:,.0f})", f"{c['page_faults'] / s['train_steps']:,.0f}"]
+                  if "system_seconds" in c else ["–", "–"])  # records made before the counters
         lines.append(f"| {s['label']} | " + " | ".join(cells) + " |")
     return lines + ["", "Predicted: each batch's step time read off the curve at its width (linear between "
                         "measured widths), times its rows / the batch size, summed over the epoch's "
@@ -159,7 +162,7 @@ def markdown_report(results: dict) -> str:
     and how each strategy batches."""
     strategies = results["strategies"]
     lines = setup_lines(results) + strategy_table(results) + rounding_table(strategies)
-    lines += curve_lines(results.get("step_costs")) + timing_lines(results) + counter_lines(strategies)
+    lines += curve_lines(results.get("step_costs")) + timing_lines(results)
     lines += ["", "How each strategy batches:", "", "| Strategy | Training batches | Evaluation batches |",
               "|---|---|---|"] + [f"| {s['label']} | {s['train_batching']} | {s['eval_batching']} |"
                                   for s in strategies]

@@ -77,15 +77,13 @@ def measure_step_costs(model, optimizer, scheduler, device: torch.device, widths
              for w in widths}
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # as fine_tune's
 
-    counted = {w: [] for w in widths}  # (page faults, system seconds) of each timed training step
+    counted = {w: [] for w in widths}  # process counters of each timed training step
 
     def train_step(width, counts=None):
         start = process_counters()
         seconds = helpers.train_epoch(model, [batch[width]], optimizer, scheduler, device, max_grad_norm,
                                       amp_dtype, scaler, verbose=False)["seconds"]
-        if counts is not None:
-            used = counters_since(start)
-            counts.append((used["page_faults"], used["system_seconds"]))
+        (counts if counts is not None else []).append(counters_since(start))
         return seconds
 
     def eval_step(width):
@@ -108,8 +106,8 @@ def measure_step_costs(model, optimizer, scheduler, device: torch.device, widths
         train_tokens_per_second=[batch_size * w / s for w, s in zip(widths, train_seconds)],
         eval_tokens_per_second=[batch_size * w / s for w, s in zip(widths, eval_seconds)],
         train_repeats=[train[w] for w in widths], eval_repeats=[evals[w] for w in widths],
-        train_page_faults=[float(np.median([c[0] for c in counted[w]])) for w in widths],
-        train_system_seconds=[float(np.median([c[1] for c in counted[w]])) for w in widths],
+        **{f"train_{key}": [float(np.median([c[key] for c in counted[w]])) for w in widths]
+           for key in ("page_faults", "system_seconds")},
         repeats=repeats, warmup=warmup, pad_share=pad_share, device=device.type,
         amp_dtype=str(amp_dtype).removeprefix("torch.") if amp_dtype else None)
 

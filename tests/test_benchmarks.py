@@ -246,11 +246,11 @@ def test_gpu_check_runs_small_and_reports_every_part(tmp_path):
     assert len({s["process_id"] for s in benchmark["strategies"]}) == 4
     assert {c["check"].split(" >=")[0].split(" <=")[0] for c in results["targets"]} >= {
         "smart batching trains", "the token budget trains", "sorted evaluation runs"}
-    curve = results["step_costs"]  # part 0: the step-cost curve at the tiny profile's max_len 128
+    curve = benchmark["step_costs"]  # the benchmark's own step-cost curve at the tiny profile's max_len 128
     assert curve["widths"] == compare_strategies.step_cost.default_widths(128) and len(curve["train_seconds"]) == 5
     assert all(s["predicted_train_seconds"] > 0 for s in benchmark["strategies"])
     text = (tmp_path / "results.md").read_text()
-    assert "Quick mode" in text and "cuDNN allowed" in text and "## 0. What a step costs" in text
+    assert "Quick mode" in text and "cuDNN allowed" in text and "| Width | Train step |" in text
     assert "Train time, predicted" in text and "## Targets" in text
     assert (tmp_path / "results.png").stat().st_size > 1000
 
