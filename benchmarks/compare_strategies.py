@@ -34,7 +34,7 @@ from benchmarks.measuring import command_line, describe_source, machine_info, mo
 from benchmarks.report import markdown_report, plot_results, write_results
 from benchmarks.strategies import DEFAULT_STRATEGIES, Batching, get_strategy
 from support import device as device_support
-from support.arguments import add_settings_options, given_settings, whole_number
+from support.arguments import add_settings_options, given_settings, whole_number, whole_numbers
 from support.environment import ENV_PREFIX, environment_overrides
 
 SETTINGS_OPTIONS = ("profile", "data_source", "model_name", "tokenizer_name", "max_len", "batch_size",
@@ -51,7 +51,7 @@ def parse_args(argv=None):
     parser.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES),
                         help="comma-separated names from benchmarks/strategies.py, each may end in _x<N> "
                              "(widths rounded up to a multiple of N); ratios are to fixed if it runs")
-    parser.add_argument("--rounding", default="", help="multiples, comma-separated: also smart_x<N> for each")
+    parser.add_argument("--rounding", type=whole_numbers(), default=[], help="multiples, comma-separated: also smart_x<N> for each")
     parser.add_argument("--max-tokens", type=whole_number(), help="token budget of token_budget "
                         "(default helpers.token_budget: batch_size x the mean training length)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -60,7 +60,7 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true", help="train through torch.compile(dynamic=True)")
     parser.add_argument("--warmup-steps", type=whole_number(0), default=2,
                         help="untimed steps of a throwaway copy in each strategy's process")
-    parser.add_argument("--curve-widths", default="auto", help="widths of the step-cost curve, comma-"
+    parser.add_argument("--curve-widths", type=whole_numbers(words=("auto", "none")), default="auto", help="widths of the step-cost curve, comma-"
                         "separated ('auto': 5 from max_len / 8 to max_len; 'none': no curve, no predictions)")
     parser.add_argument("--curve-repeats", type=whole_number(), help="timed repeats per width (default "
                         "3; 1 with --quick)")
@@ -73,13 +73,8 @@ def parse_args(argv=None):
 
 def check_args(parser, args) -> None:
     """Strategies, rounding and curve widths parsed, or a parser error naming the option."""
-    try:
-        multiples = [int(m) for m in args.rounding.split(",") if m]
-        args.curve_widths = (None if args.curve_widths.lower() == "none" else "auto" if args.curve_widths == "auto"
-                             else sorted({int(w) for w in args.curve_widths.split(",") if w}))
-    except ValueError as error:
-        parser.error(f"--rounding and --curve-widths take whole numbers ({error})")
-    names = [s for s in args.strategies.split(",") if s] + [f"smart_x{m}" for m in multiples]
+    args.curve_widths = None if args.curve_widths == "none" else args.curve_widths
+    names = [s for s in args.strategies.split(",") if s] + [f"smart_x{m}" for m in args.rounding]
     args.strategies = list(dict.fromkeys(names))
     try:
         for name in args.strategies:
@@ -88,10 +83,9 @@ def check_args(parser, args) -> None:
         parser.error(f"--strategies: {error.args[0]}")
     if not args.strategies:
         parser.error("--strategies: name at least one")
-    if isinstance(args.curve_widths, list) and (len(args.curve_widths) < 2 or args.curve_widths[0] < 1):
-        parser.error("--curve-widths needs at least two widths >= 1")
-    if args.curve_repeats is None:
-        args.curve_repeats = 1 if args.quick else 3
+    if isinstance(args.curve_widths, list) and len(args.curve_widths) < 2:
+        parser.error("--curve-widths needs at least two widths")
+    args.curve_repeats = args.curve_repeats or (1 if args.quick else 3)
     if args.quick and getattr(args, "profile", "tiny") != "tiny":
         parser.error("--quick runs the tiny profile: leave out --profile")
 
@@ -110,15 +104,6 @@ def make_settings(args):
         if key not in given:
             setattr(settings, key, size)
     return settings
-
-
-def pick_device(choice: str):
-    import torch
-    if choice == "auto":
-        return helpers.get_device(verbose=False)
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda, but torch sees no CUDA device")
-    return torch.device(choice)
 
 
 def measure_curve(args, settings, device, amp: bool, machine: dict, out: Path) -> dict | None:
@@ -216,7 +201,7 @@ def metadata(args, argv, settings, data, machine: dict, max_tokens: int, amp_dty
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    settings, device = make_settings(args), pick_device(args.device)
+    settings, device = make_settings(args), helpers.get_device(verbose=False, choice=args.device)
     amp = args.amp == "on" and device.type == "cuda"
     if args.max_tokens is not None and args.max_tokens < settings.max_len:
         raise SystemExit(f"--max-tokens {args.max_tokens} is below max_len {settings.max_len}: the longest "

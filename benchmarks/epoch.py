@@ -64,14 +64,6 @@ def load_job(work: Path):
     return helpers.Settings(**job["settings"]), splits["train"], splits["test"], int(arrays["pad_id"]), job
 
 
-def warm_up(settings, device: torch.device, steps: int, amp: bool) -> None:
-    """`steps` training steps of a throwaway copy, WARMUP_WIDTH wide, then the allocator trimmed:
-    thread pools and first allocations are paid before the timing, no strategy's shapes are."""
-    vocab_size = models.model_config(settings).vocab_size
-    batches = [synthetic_batch(WARMUP_WIDTH, settings.batch_size, vocab_size, seed) for seed in range(steps)]
-    helpers.warm_up(settings, batches, device, steps, amp)
-
-
 def run_strategy(name: str, settings, train, test, pad_id: int, job: dict) -> dict:
     """Train a model from the saved state on this strategy's batches for settings.epochs, then
     evaluate it: times, tokens, shapes, accuracy, peak memory and counters."""
@@ -87,7 +79,11 @@ def run_strategy(name: str, settings, train, test, pad_id: int, job: dict) -> di
         shapes.append(step_shapes(batches))
         return batches
 
-    warm_up(settings, device, job["warmup_steps"], amp)
+    # Warm-up steps of a throwaway copy, WARMUP_WIDTH wide: thread pools and first allocations are
+    # paid before the timing, no strategy's shapes are.
+    vocab_size = models.model_config(settings).vocab_size
+    helpers.warm_up(settings, [synthetic_batch(WARMUP_WIDTH, settings.batch_size, vocab_size, seed)
+                               for seed in range(job["warmup_steps"])], device, job["warmup_steps"], amp)
     if device.type == "cuda":
         memory.reset_peak_memory(device)
     memory.reset_peak_memory(None)  # the process's peak RSS (the allocator trimmed first), on every device

@@ -79,11 +79,9 @@ def shape_cost(settings, device: torch.device, widths: list[int], amp: bool, pad
     del model, optimizer
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    result = {key: float(np.median(values)) for key, values in times.items()}
-    result["train_ratio"] = result["train_first"] / result["train_seen"]
-    result["predict_ratio"] = result["predict_first"] / result["predict_seen"]
-    result["widths"] = widths
-    return result
+    r = {key: float(np.median(values)) for key, values in times.items()}
+    return dict(r, train_ratio=r["train_first"] / r["train_seen"], predict_ratio=r["predict_first"] / r["predict_seen"],
+                widths=widths)
 
 
 def probe_attention_setups(settings, device, amp: bool, pad_id: int, n_widths: int = 4) -> list[dict]:
@@ -193,19 +191,16 @@ def markdown(results: dict) -> str:
 
 def plot(results: dict):
     """Part 1 as a chart (the curve and the strategies have their own, under benchmark/)."""
-    import matplotlib.pyplot as plt
+    import pandas as pd
 
-    fig, ax = plt.subplots(figsize=(8, 3))
     probe = results["probe"]
-    y = np.arange(len(probe))
-    ax.barh(y - 0.2, [p["train_first"] * 1e3 for p in probe], 0.4, label="width seen first time")
-    ax.barh(y + 0.2, [p["train_seen"] * 1e3 for p in probe], 0.4, label="width seen before")
-    ax.set_yticks(y, [p["setup"] for p in probe])
+    ms = pd.DataFrame({"width seen first time": [p["train_first"] * 1e3 for p in probe],
+                       "width seen before": [p["train_seen"] * 1e3 for p in probe]}, index=[p["setup"] for p in probe])
+    ax = ms.plot.barh(figsize=(8, 3), xlabel="ms per training step", ylabel="",
+                      title=f"Per-shape set-up cost, {results['metadata']['machine']['device_name']}")
     ax.invert_yaxis()
-    ax.set(xlabel="ms per training step", title=f"Per-shape set-up cost, {results['metadata']['machine']['device_name']}")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    return fig
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 def parse_args(argv=None):

@@ -55,10 +55,7 @@ def machine_info(device: torch.device) -> dict:
     """The machine, its load when the run started, and the versions that ran: every record names them."""
     import transformers
 
-    try:
-        cores_available = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores_available = os.cpu_count()
+    cores_available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return dict(
         cpu=cpu_model(), cores=os.cpu_count(), cores_available=cores_available,
         torch_threads=torch.get_num_threads(), allocator=memory_allocator(),

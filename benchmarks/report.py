@@ -75,9 +75,7 @@ def strategy_table(results: dict) -> list[str]:
         lines.append(f"The token budget changes the number of steps: {budget[0]['train_steps']:,} instead "
                      f"of {base['train_steps']:,}, as each batch holds as many reviews as fit in "
                      f"{results['metadata']['setup']['max_tokens']:,} tokens.")
-    if base["name"] != "fixed":
-        lines.append(f"Fixed padding did not run: ratios are to {base['label']}.")
-    return lines
+    return lines + ([] if base["name"] == "fixed" else [f"Fixed padding did not run: ratios are to {base['label']}."])
 
 
 def rounding_table(strategies: list[dict]) -> list[str]:

@@ -248,25 +248,21 @@ def main(argv=None) -> dict:
     import matplotlib
     import matplotlib.pyplot
 
-    from support.arguments import add_settings_options, given_settings, whole_number
+    from support.arguments import add_settings_options, given_settings, whole_number, whole_numbers
 
     matplotlib.use("Agg")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_settings_options(parser, "profile", "model_name", "max_len", "batch_size", "seed")
-    parser.add_argument("--widths", help="comma-separated (default: 5 from max_len / 8 to max_len)")
+    parser.add_argument("--widths", type=whole_numbers(), help="comma-separated (default: 5 from max_len / 8 to max_len)")
     parser.add_argument("--repeats", type=whole_number(), default=3)
     parser.add_argument("--pad-share", type=float, default=0.0,
                         help="share of each row (all but the first) that is masked padding")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "outputs" / "step_costs"))
     args = parser.parse_args(argv)
-    try:
-        widths = [int(w) for w in args.widths.split(",")] if args.widths else None
-    except ValueError:
-        parser.error(f"--widths {args.widths!r}: expected whole numbers, comma-separated")
     settings = helpers.get_settings(**given_settings(args))
-    device = helpers.get_device(verbose=False) if args.device == "auto" else torch.device(args.device)
-    costs = measure_for_settings(settings, device, widths, args.repeats, pad_share=args.pad_share)
+    device = helpers.get_device(verbose=False, choice=args.device)
+    costs = measure_for_settings(settings, device, args.widths, args.repeats, pad_share=args.pad_share)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "step_costs.json").write_text(json.dumps(costs, indent=1) + "\n")

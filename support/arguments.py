@@ -28,6 +28,16 @@ def whole_number(minimum: int = 1, allow_all: bool = False):
     return parse
 
 
+def whole_numbers(minimum: int = 1, words: tuple[str, ...] = ()):
+    """An argparse type: comma-separated whole numbers >= minimum, sorted, each once ("8,32,8":
+    [8, 32]); or one of `words` ("auto"), given back in lower case."""
+    def parse(text: str):
+        if text.lower() in words:
+            return text.lower()
+        return sorted({whole_number(minimum)(part.strip()) for part in text.split(",") if part.strip()})
+    return parse
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a finite number > 0."""
     try:

@@ -13,8 +13,13 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
-def get_device(verbose: bool = True) -> torch.device:
-    """CUDA when there is a GPU, else the CPU, saying which (and what that means for speed)."""
+def get_device(verbose: bool = True, choice: str = "auto") -> torch.device:
+    """CUDA when there is a GPU, else the CPU, saying which (and what that means for speed);
+    choice "cpu" or "cuda" (a command line's --device) forces one, and "cuda" without a GPU stops."""
+    if choice != "auto":
+        if choice == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("--device cuda, but torch sees no CUDA device")
+        return torch.device(choice)
     if torch.cuda.is_available():
         device = torch.device("cuda")
         if verbose:

@@ -4,7 +4,7 @@ import argparse
 import pytest
 
 import helpers
-from support.arguments import add_settings_options, given_settings
+from support.arguments import add_settings_options, given_settings, whole_numbers
 
 
 def parse(argv, *names, **defaults):
@@ -42,3 +42,14 @@ def test_bad_values_are_refused_by_name(argv, capsys):
 def test_an_unknown_setting_is_an_error():
     with pytest.raises(ValueError, match="no command-line option"):
         add_settings_options(argparse.ArgumentParser(), "batch_sizes")
+
+
+def test_whole_numbers_are_sorted_once_and_words_pass():
+    parse = whole_numbers(words=("auto", "none"))
+    assert parse("32,8, 16,8") == [8, 16, 32] and parse("AUTO") == "auto" and parse("none") == "none"
+    for bad in ("8,x", "0", "-4", "8.5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="whole number"):
+            parse(bad)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounding", type=whole_numbers(), default=[])
+    assert parser.parse_args([]).rounding == [] and parser.parse_args(["--rounding", "16,8"]).rounding == [8, 16]
