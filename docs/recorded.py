@@ -3,7 +3,7 @@
 A number from a recorded run, written in README.md, docs/*.md or a notebook's markdown, carries a
 marker right after it that names where it comes from and how it is formatted:
 
-    smart batching trained **1.52x**<!-- fig: benchmark/results.json smart.train_speedup .2f --> faster
+    smart batching trained **1.52x**<!-- fig: benchmark/2026-12-02_2000/results.json smart.train_speedup .2f --> faster
 
 (an HTML comment: GitHub, Jupyter and Colab show the number alone). tests/test_reader_trust.py
 formats the recorded value and fails if the 20 characters before the marker do not hold it, so a
@@ -26,7 +26,7 @@ The machine is quoted from its record too: metadata.machine.cpu_name ("Intel Xeo
 the cpu field without "(R)" and "Processor") for a benchmark record, runs.<name>.cpu_name for a
 notebook's recorded run, formatted with "s":
 
-    on a 2-core AMD EPYC<!-- fig: benchmark/results.json metadata.machine.cpu_name s --> CPU
+    on a 2-core AMD EPYC<!-- fig: benchmark/2026-12-02_2000/results.json metadata.machine.cpu_name s --> CPU
 """
 from __future__ import annotations
 

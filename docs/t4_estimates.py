@@ -15,7 +15,7 @@ well it uses its tensor cores, which we have not measured, so we give a range:
 
 An evaluation step (forward only) costs about a third of a training step (forward and backward),
 so evaluated tokens count a third. A notebook's estimate is its tokens over those two speeds. Token
-counts come from the recorded runs (docs/benchmark/results.json for 2,000-review subsets, notebook
+counts come from the recorded runs (docs/benchmark/2026-12-02_2000/results.json for 2,000-review subsets, notebook
 03's run in docs/figures/recorded_runs.json for all 25,000 training reviews) and the test split's
 count below. Each notebook's work is counted as the notebook does it: notebook 04 evaluates both of
 its models on the same smart (length-sorted) test batches. What it leaves out: loading and
@@ -64,7 +64,7 @@ def tokens_per_second() -> dict:
 
 def workloads() -> list[dict]:
     """(training tokens, evaluated tokens) of each notebook's GPU work in the full profile."""
-    bench = json.loads((DOCS / "benchmark" / "results.json").read_text(encoding="utf-8"))
+    bench = json.loads((DOCS / "benchmark" / "2026-12-02_2000" / "results.json").read_text(encoding="utf-8"))
     by_name = {s["name"]: s for s in bench["strategies"]}
     runs = json.loads((DOCS / "figures" / "recorded_runs.json").read_text(encoding="utf-8"))["runs"]
     all_train = next(run for run in runs if run["name"] == "03")  # notebook 03: all 25,000 reviews
