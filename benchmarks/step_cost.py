@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import helpers
-from benchmarks.measuring import counters_since, process_counters
+from benchmarks.measuring import counters_since, machine_info, model_info, process_counters
 
 # read_curve's rule: the elasticity e = log(time ratio) / log(token ratio) between the longest
 # and the shortest width (1: time follows tokens, 0: flat).
@@ -241,7 +241,8 @@ def _reading(facts: str, e: float) -> str:
 
 
 def main(argv=None) -> dict:
-    """The curve from the command line: results in --out as step_costs.json and step_costs.png."""
+    """The curve from the command line: results in --out as step_costs.json (with the machine,
+    its allocator and the model) and step_costs.png."""
     import argparse
     import json
 
@@ -265,7 +266,8 @@ def main(argv=None) -> dict:
     costs = measure_for_settings(settings, device, args.widths, args.repeats, pad_share=args.pad_share)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "step_costs.json").write_text(json.dumps(costs, indent=1) + "\n")
+    record = dict(costs, machine=machine_info(device), model=model_info(settings))  # what it ran on, allocator included
+    (out / "step_costs.json").write_text(json.dumps(record, indent=1) + "\n")
     fig = plot_step_costs(costs)
     fig.savefig(out / "step_costs.png", dpi=150, bbox_inches="tight")
     matplotlib.pyplot.close(fig)

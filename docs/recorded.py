@@ -27,6 +27,9 @@ the cpu field without "(R)" and "Processor") for a benchmark record, runs.<name>
 notebook's recorded run, formatted with "s":
 
     on a 2-core AMD EPYC<!-- fig: benchmark/2026-12-02_2000/results.json metadata.machine.cpu_name s --> CPU
+
+and so are the day it ran (metadata.day, from metadata.date) and its versions and allocator
+(metadata.machine.torch, .transformers, .allocator), formatted with "s".
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
+WORDS = ("cpu_name", ".day", ".torch", ".transformers", ".allocator")  # quotable words, not numbers
 
 
 def cpu_name(cpu: str) -> str:
@@ -45,9 +49,12 @@ def cpu_name(cpu: str) -> str:
 
 def load(relative: str) -> dict:
     record = json.loads((DOCS / relative).read_text(encoding="utf-8"))
-    machine = (record.get("metadata") or {}).get("machine") or {}
+    meta = record.get("metadata") or {}
+    machine = meta.get("machine") or {}
     if machine.get("cpu"):
         machine["cpu_name"] = cpu_name(machine["cpu"])
+    if isinstance(meta.get("date"), str):
+        meta["day"] = meta["date"][:10]  # "2026-12-07": the day a text says a run was made
     for strategy in record.get("strategies", []):
         ratios = strategy.get("ratios") or {}
         if ratios.get("train_seconds"):
@@ -110,7 +117,7 @@ def quotable(value, prefix=""):
         for i, item in enumerate(value):
             key = item.get("name", str(i)) if isinstance(item, dict) else str(i)
             yield from quotable(item, f"{prefix}.{key}" if prefix else key)
-    elif (isinstance(value, (int, float)) and not isinstance(value, bool)) or prefix.endswith("cpu_name"):
+    elif (isinstance(value, (int, float)) and not isinstance(value, bool)) or prefix.endswith(WORDS):
         yield prefix, value
 
 

@@ -307,3 +307,19 @@ def test_process_counters_count_this_process_work():
 def test_command_lines_name_the_module_and_hide_local_paths():
     assert measuring.command_line("gpu_check", ["--data", "/home/me/aclImdb_v1.tar.gz", "--quick"]) == \
         "python -m benchmarks.gpu_check --data aclImdb_v1.tar.gz --quick"
+
+
+TCMALLOC = Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")  # Debian's libtcmalloc-minimal4
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("preload", [None, TCMALLOC])
+def test_the_record_names_the_allocator_and_its_settings(preload):
+    """Every record says which allocator the process ran with: on a CPU it moves a step's time."""
+    if preload and not preload.exists():
+        pytest.skip(f"{preload} is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("MALLOC_")}
+    env.update(MALLOC_ARENA_MAX="2", **({"LD_PRELOAD": str(preload)} if preload else {}))
+    said = subprocess.run([sys.executable, "-c", "from benchmarks.measuring import memory_allocator as m; print(m())"],
+                          env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert said == ("tcmalloc (preloaded)" if preload else "glibc malloc") + " MALLOC_ARENA_MAX=2"

@@ -146,5 +146,7 @@ def test_the_command_line_writes_the_curve(tmp_path, capsys):
     assert costs["widths"] == [8, 16] and costs["batch_size"] == 4
     saved = __import__("json").loads((tmp_path / "step_costs.json").read_text())
     assert saved["train_seconds"] == costs["train_seconds"]
+    assert saved["machine"]["allocator"].startswith(("glibc malloc", "tcmalloc", "jemalloc", "mimalloc"))
+    assert len(saved["train_page_faults"]) == len(saved["train_system_seconds"]) == 2
     assert (tmp_path / "step_costs.png").stat().st_size > 1000
     assert "A training step of 4 x 16 tokens" in capsys.readouterr().out
