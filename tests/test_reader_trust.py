@@ -289,7 +289,7 @@ def results_benchmark_rows():
     section = (DOCS / "results.md").read_text(encoding="utf-8").split("Every strategy side by side", 1)[1]
     lines = section.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("| "))
-    table = [line for line in itertools.takewhile(lambda line: line.startswith("| "), lines[first:])][2:]
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))[2:]
     return [[cell.strip(" *") for cell in row.strip("|").split("|")] for row in table]
 
 
