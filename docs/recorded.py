@@ -50,7 +50,7 @@ def cpu_name(cpu: str) -> str:
 def load(relative: str) -> dict:
     record = json.loads((DOCS / relative).read_text(encoding="utf-8"))
     meta = record.get("metadata") or {}
-    machine = meta.get("machine") or {}
+    machine = meta.get("machine") or record.get("machine") or {}  # a step-cost curve's record: at the top
     if machine.get("cpu"):
         machine["cpu_name"] = cpu_name(machine["cpu"])
     if isinstance(meta.get("date"), str):
