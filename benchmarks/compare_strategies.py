@@ -5,7 +5,7 @@ First the step-cost curve (benchmarks/step_cost.py), from which each strategy's 
 evaluation times are predicted from its batches' shapes before it runs. Then each strategy trains
 a copy of one saved initial model on the same reviews and evaluates it, in a fresh process of its
 own (benchmarks/epoch.py): no strategy inherits another's memory or per-shape caches. Counters
-(CPU seconds, page faults, steal) tell a process doing more work from one kept waiting.
+(CPU seconds, those in the kernel, page faults, steal) tell more work from time spent waiting.
 `--rounding 8,16,32` adds smart batching with widths rounded up to those multiples (smart_x8, ...).
 
     python -m benchmarks.compare_strategies --quick                    # tiny profile, seconds

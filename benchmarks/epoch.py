@@ -4,7 +4,7 @@ A process keeps what its earlier work left (memory the allocator holds, kernels 
 per tensor shape), so the benchmark saves one job (settings, tokenized reviews, the initial model)
 and runs each strategy on it here, `python -m benchmarks.epoch JOB_FOLDER STRATEGY`, from the same
 seed, model and batches. It writes JOB_FOLDER/STRATEGY.json: tokens, steps, widths, times,
-accuracy, the process's peak memory and counters (CPU seconds, page faults, steal).
+accuracy, the process's peak memory and counters (CPU and kernel seconds, page faults, steal).
 """
 
 from __future__ import annotations
