@@ -210,7 +210,7 @@ def test_ratios_and_report_without_fixed_padding(quick_run):
 
 
 @pytest.mark.parametrize("record", ["2026-11-24_1000", "2026-11-26_2000", "2026-12-02_500_rounds",
-                                    "2026-12-05_fixed_smart", "."])
+                                    "2026-12-05_fixed_smart", "2026-12-02_2000"])
 def test_the_recorded_runs_still_report_and_plot(record):
     """Records made before fresh processes (some with interleaved rounds, some before step costs)."""
     import matplotlib
@@ -223,6 +223,19 @@ def test_the_recorded_runs_still_report_and_plot(record):
     assert ("Train time, predicted" in text) == all(s.get("predicted_train_seconds") for s in recorded["strategies"])
     fig = report.plot_results(recorded)
     __import__("matplotlib.pyplot").pyplot.close(fig)
+
+
+@pytest.mark.parametrize("record, allocator", [(".", "glibc malloc"), ("2026-12-07_tcmalloc", "tcmalloc (preloaded)")])
+def test_the_fresh_process_records_report_their_allocator_and_counters(record, allocator):
+    """The recorded benchmark and its tcmalloc rerun: the allocator named, and where each epoch's
+    time went (CPU and kernel seconds, page faults a step) beside its prediction."""
+    recorded = json.loads((ROOT / "docs" / "benchmark" / record / "results.json").read_text())
+    text = report.markdown_report(recorded)
+    assert f"no GPU, {allocator};" in text and "each strategy in a fresh process of its own" in text
+    for s in recorded["strategies"]:
+        c = s["train_counters"]
+        assert f"| {c['cpu_seconds']:,.0f} ({c['system_seconds']:,.0f}) | {c['page_faults'] / s['train_steps']:,.0f} |" in text
+    assert len(recorded["step_costs"]["train_page_faults"]) == len(recorded["step_costs"]["widths"])
 
 
 def test_the_epoch_runner_refuses_a_broken_job(tmp_path):
@@ -294,12 +307,13 @@ def test_synthetic_lengths_and_token_comparison():
 
 def test_process_counters_count_this_process_work():
     start = measuring.process_counters()
-    assert set(start) == {"wall_seconds", "cpu_seconds", "page_faults", "steal_seconds"}
+    assert set(start) == {"wall_seconds", "cpu_seconds", "system_seconds", "page_faults", "steal_seconds"}
     block = bytearray(64 * 2**20)  # 64 MiB, touched: the kernel must hand the process new pages
     block[::4096] = b"x" * len(block[::4096])
     sum(i * i for i in range(300_000))
     spent = measuring.counters_since(start)
     assert spent["wall_seconds"] > 0 and spent["cpu_seconds"] > 0 and spent["page_faults"] >= 8_000
+    assert 0 <= spent["system_seconds"] <= spent["cpu_seconds"]  # the kernel's share: faulting those pages in
     assert spent["steal_seconds"] is None or spent["steal_seconds"] >= 0
     del block
 
