@@ -115,21 +115,6 @@ def curve_lines(curve: dict | None) -> list[str]:
         curve["eval_seconds"], curve["eval_tokens_per_second"])]
 
 
-def counter_lines(strategies: list[dict]) -> list[str]:
-    """Where each strategy's training time went: CPU seconds, those in the kernel (where a page
-    fault's zeroing goes), page faults a step, steal; nothing for records without them."""
-    if not all("system_seconds" in s.get("train_counters", {}) for s in strategies):
-        return []
-    lines = ["", "| Strategy | Train time | CPU seconds | of them in the kernel | Page faults a step | Steal |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for s in strategies:
-        c = s["train_counters"]
-        steal = f"{c['steal_seconds']:.1f} s" if c["steal_seconds"] is not None else "–"
-        lines.append(f"| {s['label']} | {fmt_seconds(c['wall_seconds'])} | {c['cpu_seconds']:,.1f} | "
-                     f"{c['system_seconds']:,.1f} | {c['page_faults'] / max(s['train_steps'], 1):,.0f} | {steal} |")
-    return lines
-
-
 def timing_lines(results: dict) -> list[str]:
     """Per strategy, the train time the curve predicted next to the one measured, the speed-ups
     both give, and where the training time went (CPU seconds, those in the kernel, where a page

@@ -83,7 +83,8 @@ def measure_step_costs(model, optimizer, scheduler, device: torch.device, widths
         start = process_counters()
         seconds = helpers.train_epoch(model, [batch[width]], optimizer, scheduler, device, max_grad_norm,
                                       amp_dtype, scaler, verbose=False)["seconds"]
-        (counts if counts is not None else []).append(counters_since(start))
+        if counts is not None:  # a timed step, not a warm-up
+            counts.append(counters_since(start))
         return seconds
 
     def eval_step(width):

@@ -31,10 +31,12 @@ def whole_number(minimum: int = 1, allow_all: bool = False):
 def whole_numbers(minimum: int = 1, words: tuple[str, ...] = ()):
     """An argparse type: comma-separated whole numbers >= minimum, sorted, each once ("8,32,8":
     [8, 32]); or one of `words` ("auto"), given back in lower case."""
+    one = whole_number(minimum)
+
     def parse(text: str):
         if text.lower() in words:
             return text.lower()
-        return sorted({whole_number(minimum)(part.strip()) for part in text.split(",") if part.strip()})
+        return sorted({one(part.strip()) for part in text.split(",") if part.strip()})
     return parse
 
 
